@@ -1,0 +1,1 @@
+"""Sub-commands of the ``neural3d`` CLI; each module exposes ``register(subparsers)``."""
