@@ -1,0 +1,139 @@
+"""Triplane field: three axis-aligned feature planes decoded by a small MLP.
+
+Planes are ``[B, 3, C, H, W]`` in the order (xy, xz, yz): plane 0 is indexed by (x, y), plane 1
+by (x, z), plane 2 by (y, z), with grid_sample's convention (first grid coordinate = width axis)
+and ``align_corners=False``. The planes can be a parameter of the field (single-object fitting),
+or passed to ``forward(..., planes=...)`` by an auto-decoder (SSDNeRF latents), a generator or an
+encoder: the decoder (:class:`TriplaneDecoder`) is a separate module so it can be shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neural3d.fields.base import Field, density_activation, normalize_aabb
+
+PLANE_AXES = ((0, 1), (0, 2), (1, 2))
+
+
+def sample_triplane(planes: torch.Tensor, xn: torch.Tensor, aggregate: str = "sum",
+                    mode: str = "bilinear") -> torch.Tensor:
+    """Sample planes ``[B, 3, C, H, W]`` at normalised points ``xn [B, N, 3]`` in ``[-1, 1]``.
+
+    Returns ``[B, N, C]`` (``sum``/``mean``/``prod``) or ``[B, N, 3C]`` (``concat``).
+    """
+    B, P, C, H, W = planes.shape
+    if P != 3:
+        raise ValueError(f"planes must be [B, 3, C, H, W], got {tuple(planes.shape)}")
+    if xn.dim() != 3 or xn.shape[0] != B:
+        raise ValueError(f"points must be [B={B}, N, 3], got {tuple(xn.shape)}")
+    grids = torch.stack([xn[..., list(a)] for a in PLANE_AXES], dim=1)  # [B, 3, N, 2]
+    feats = F.grid_sample(planes.reshape(B * 3, C, H, W), grids.reshape(B * 3, 1, -1, 2),
+                          mode=mode, padding_mode="border", align_corners=False)
+    feats = feats.reshape(B, 3, C, -1).permute(0, 1, 3, 2)  # [B, 3, N, C]
+    if aggregate == "sum":
+        return feats.sum(1)
+    if aggregate == "mean":
+        return feats.mean(1)
+    if aggregate == "prod":
+        return feats.prod(1)
+    if aggregate == "concat":
+        return feats.permute(0, 2, 1, 3).reshape(B, -1, 3 * C)
+    raise ValueError(f"unknown aggregate {aggregate!r} (sum, mean, prod, concat)")
+
+
+class TriplaneDecoder(nn.Module):
+    """Small MLP: plane features ``[N, C_in]`` -> raw density ``[N]`` and output ``[N, C_out]``.
+
+    ``rgb=True`` applies a sigmoid to the output (colour in [0, 1]); otherwise raw features.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 64, layers: int = 2, out_channels: int = 3,
+                 rgb: bool = True, density_activation: str = "softplus"):
+        super().__init__()
+        mods: list[nn.Module] = []
+        d = in_channels
+        for _ in range(layers):
+            mods += [nn.Linear(d, hidden), nn.SiLU()]
+            d = hidden
+        self.net = nn.Sequential(*mods)
+        self.out = nn.Linear(d, 1 + out_channels)
+        self.rgb, self.out_channels, self.act = rgb, out_channels, density_activation
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.out(self.net(feats))
+        density = density_activation(h[..., 0], self.act)
+        out = h[..., 1:]
+        if self.rgb:
+            # a slightly widened sigmoid (as in Mip-NeRF) lets pure white/black be reached
+            out = torch.sigmoid(out) * 1.002 - 0.001
+        return density, out
+
+
+class TriplaneField(Field):
+    """Triplane + decoder as a field (protocol in INTERFACES.md).
+
+    ``forward(positions [R,S,3], directions=None, planes=None)`` -> ``(density [R,S],
+    features [R,S,C])``. With ``planes [B,3,C,H,W]`` given and ``B > 1``, positions are
+    ``[B, R, S, 3]`` and outputs gain the leading ``B``. Positions are world coordinates inside
+    ``aabb``; outside it the density is 0.
+    """
+
+    def __init__(self, resolution: int = 96, channels: int = 16, hidden: int = 64,
+                 layers: int = 2, out_channels: int = 3, rgb: bool = True,
+                 aggregate: str = "sum", aabb: Sequence[float] = (-1, -1, -1, 1, 1, 1),
+                 learn_planes: bool = True, init_std: float = 0.1,
+                 density_activation: str = "softplus"):
+        super().__init__(aabb)
+        self.aggregate, self.channels, self.resolution = aggregate, channels, resolution
+        in_ch = 3 * channels if aggregate == "concat" else channels
+        self.decoder = TriplaneDecoder(in_ch, hidden, layers, out_channels, rgb,
+                                       density_activation)
+        if learn_planes:
+            self.planes = nn.Parameter(torch.randn(1, 3, channels, resolution, resolution)
+                                       * init_std)
+        else:
+            self.register_parameter("planes", None)
+
+    def forward(self, positions: torch.Tensor, directions: torch.Tensor | None = None,
+                planes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_inputs(positions)
+        planes = self.planes if planes is None else planes
+        if planes is None:
+            raise ValueError("TriplaneField built with learn_planes=False needs planes=...")
+        B = planes.shape[0]
+        lead = positions.shape[:-1]
+        if B == 1 and (positions.dim() < 4 or positions.shape[0] != 1):
+            xn = normalize_aabb(positions, self.aabb).reshape(1, -1, 3)
+            out_shape = lead
+        else:
+            if positions.shape[0] != B:
+                raise ValueError(f"planes batch {B} needs positions [B, ...], got "
+                                 f"{tuple(positions.shape)}")
+            xn = normalize_aabb(positions, self.aabb).reshape(B, -1, 3)
+            out_shape = lead
+        feats = sample_triplane(planes, xn, self.aggregate)
+        density, out = self.decoder(feats)
+        density = torch.where(self.inside(xn), density, torch.zeros_like(density))
+        return density.reshape(out_shape), out.reshape(*out_shape, out.shape[-1])
+
+    def tv_loss(self, planes: torch.Tensor | None = None) -> torch.Tensor:
+        """Total-variation (squared differences) of the planes, a smoothness regulariser."""
+        p = self.planes if planes is None else planes
+        return ((p[..., 1:, :] - p[..., :-1, :]) ** 2).mean() + \
+            ((p[..., :, 1:] - p[..., :, :-1]) ** 2).mean()
+
+    @torch.no_grad()
+    def upsample(self, resolution: int) -> None:
+        """Resample the own planes to ``resolution`` (coarse-to-fine fitting)."""
+        if self.planes is None or resolution == self.planes.shape[-1]:
+            return
+        B, P, C, H, W = self.planes.shape
+        new = F.interpolate(self.planes.data.reshape(B * P, C, H, W), size=(resolution,) * 2,
+                            mode="bilinear", align_corners=False)
+        self.planes = nn.Parameter(new.reshape(B, P, C, resolution, resolution))
+        self.resolution = resolution
