@@ -1,0 +1,385 @@
+"""The shared training loop (see :mod:`neural3d.train` for the API)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from neural3d.train.checkpoint import load_checkpoint, save_atomic
+from neural3d.train.distributed import world_info
+from neural3d.train.ema import EMA
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    seed: int = 0
+    out_dir: str = "runs/default"
+    log_every: int = 10          # TensorBoard scalars + progress-bar refresh
+    eval_every: int = 0          # calls eval_fn (images/scalars) every N steps; 0 = only at end
+    ckpt_every: int = 500        # 0 = only at the end
+    ema_decay: float = 0.0       # 0 = no EMA
+    grad_clip: float = 0.0       # max global grad norm; 0 = off
+    amp: bool = True             # autocast on CUDA only (never on CPU)
+    amp_dtype: str = "bf16"      # bf16 | fp16 (fp16 uses a GradScaler)
+    progress: bool = True
+    tensorboard: bool = True
+    resume: str = "auto"         # "auto" (OUT/checkpoints/last.pt if present), a path, or ""
+
+
+def _git_commit() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=5).stdout
+        return {"commit": commit or None, "dirty": bool(dirty.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+
+    import neural3d
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "neural3d": neural3d.__version__,
+            "cuda": str(torch.version.cuda)}
+
+
+def _to_float(v: Any) -> float:
+    return float(v.detach().float().item()) if torch.is_tensor(v) else float(v)
+
+
+class Trainer:
+    """One loop for every method.
+
+    Parameters: ``model`` (the ``nn.Module`` whose weights are trained, checkpointed and
+    EMA-averaged), ``optimizer`` (an optimiser, a dict of them, or None when ``step_fn`` steps
+    its own optimisers, e.g. a GAN), ``cfg`` (:class:`TrainConfig`), ``scheduler`` (optional LR
+    scheduler stepped after each optimiser step), ``record`` (the method's own config, stored in
+    ``run.json`` and in checkpoints), ``device``.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: Any, cfg: TrainConfig | None = None,
+                 scheduler: Any = None, record: Mapping[str, Any] | None = None,
+                 device: str | torch.device | None = None):
+        self.cfg = cfg or TrainConfig()
+        self.device = torch.device(device) if device is not None else next(
+            (p.device for p in model.parameters()), torch.device("cpu"))
+        self.rank, self.world_size = world_info()
+        self.module = model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model: nn.Module = DDP(model, device_ids=ids)
+        else:
+            self.model = model
+        if optimizer is None:
+            self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        elif isinstance(optimizer, Mapping):
+            self.optimizers = dict(optimizer)
+        else:
+            self.optimizers = {"main": optimizer}
+        self.manual = optimizer is None
+        self.scheduler = scheduler
+        self.record = dict(record or {})
+        self.ema = EMA(model, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
+        self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
+        self.amp_dtype = torch.float16 if self.cfg.amp_dtype == "fp16" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda") if (
+            self.use_amp and self.amp_dtype == torch.float16) else None
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.generators: dict[str, torch.Generator] = {}
+        self.extra_state: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}
+        self.out_dir = Path(self.cfg.out_dir)
+        self.ckpt_path = self.out_dir / "checkpoints" / "last.pt"
+        self.last_good: Path | None = None
+        self._writer = None
+        self._t0 = time.time()
+        torch.manual_seed(self.cfg.seed)
+
+    # ---------------------------------------------------------------- randomness
+    def generator(self, name: str, per_rank: bool = False) -> torch.Generator:
+        """A named, seeded ``torch.Generator`` owned (and checkpointed) by the trainer.
+
+        Its seed is derived from ``cfg.seed`` and ``name`` (plus the rank if ``per_rank``); the
+        same name returns the same generator. Draw batches only from these for exact resume.
+        """
+        key = f"{name}@{self.rank}" if per_rank else name
+        if key not in self.generators:
+            g = torch.Generator(device="cpu")
+            g.manual_seed((self.cfg.seed * 1_000_003 + zlib.crc32(key.encode())) % 2**63)
+            self.generators[key] = g
+        return self.generators[key]
+
+    def register_state(self, name: str, get: Callable[[], Any], set_: Callable[[Any], None]
+                       ) -> None:
+        """Extra state of the method (e.g. an occupancy grid) saved in checkpoints."""
+        self.extra_state[name] = (get, set_)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": "neural3d-trainer-1",
+            "step": self.step,
+            "model": self.module.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "generators": {k: g.get_state() for k, g in self.generators.items()},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "history": self.history,
+            "train_config": dataclasses.asdict(self.cfg),
+            "record": self.record,
+            "extra": {k: get() for k, (get, _) in self.extra_state.items()},
+        }
+
+    def load_state_dict(self, ckpt: Mapping[str, Any]) -> None:
+        self.module.load_state_dict(ckpt["model"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(ckpt["optimizers"][k])
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        if self.scaler is not None and ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        for k, state in ckpt.get("generators", {}).items():
+            # in place, so generators handed out before resuming continue correctly
+            self.generators.setdefault(k, torch.Generator(device="cpu")).set_state(state)
+        torch.set_rng_state(ckpt["torch_rng"])
+        if torch.cuda.is_available() and ckpt.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        for k, value in ckpt.get("extra", {}).items():
+            if k in self.extra_state:
+                self.extra_state[k][1](value)
+        self.history = [dict(h) for h in ckpt.get("history", [])]
+        self.step = int(ckpt["step"])
+
+    def save(self, path: str | Path | None = None) -> Path | None:
+        """Write a checkpoint atomically (rank 0 only); returns its path."""
+        path = Path(path) if path is not None else self.ckpt_path
+        if self.rank == 0:
+            save_atomic(self.state_dict(), path)
+            self.last_good = path
+        if self.world_size > 1:
+            dist.barrier()
+        return path
+
+    def maybe_resume(self) -> bool:
+        """Resume per ``cfg.resume``; True when a checkpoint was loaded."""
+        r = self.cfg.resume
+        if not r:
+            return False
+        path = self.ckpt_path if r == "auto" else Path(r)
+        if r == "auto" and not path.is_file():
+            return False
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        self.last_good = path
+        return True
+
+    # ---------------------------------------------------------------- logging
+    def _write_run_json(self, status: str, **extra: Any) -> None:
+        if self.rank != 0:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        info = {
+            "status": status, "step": self.step, "seed": self.cfg.seed,
+            "train_config": dataclasses.asdict(self.cfg), "config": self.record,
+            "versions": _versions(), "git": _git_commit(), "world_size": self.world_size,
+            "device": str(self.device), "amp": self.use_amp, "argv": sys.argv,
+            "host": platform.node(), "started": self._t0, **extra,
+        }
+        tmp = self.out_dir / ".run.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2, default=str))
+        os.replace(tmp, self.out_dir / "run.json")
+
+    @property
+    def writer(self):
+        if self._writer is None and self.rank == 0 and self.cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.out_dir / "tb"))
+        return self._writer
+
+    def log_images(self, images: Mapping[str, torch.Tensor], step: int | None = None) -> None:
+        """Images ``[H, W, 3]`` (or ``[H, W]``) floats in [0, 1] to TensorBoard."""
+        w = self.writer
+        if w is None:
+            return
+        for k, img in images.items():
+            img = img.detach().float().clamp(0, 1).cpu()
+            w.add_image(k, img, step if step is not None else self.step,
+                        dataformats="HWC" if img.dim() == 3 else "HW")
+
+    def log_scalars(self, scalars: Mapping[str, float], step: int | None = None) -> None:
+        w = self.writer
+        if w is None:
+            return
+        for k, v in scalars.items():
+            w.add_scalar(k, _to_float(v), step if step is not None else self.step)
+
+    # ---------------------------------------------------------------- the loop
+    def _reduce(self, out: Mapping[str, Any]) -> dict[str, float]:
+        keys = sorted(k for k, v in out.items()
+                      if (torch.is_tensor(v) and v.numel() == 1) or isinstance(v, (int, float)))
+        vals = torch.tensor([_to_float(out[k]) for k in keys], dtype=torch.float64)
+        if self.world_size > 1:
+            vals = vals.to(self.device)
+            dist.all_reduce(vals)
+            vals = vals.cpu() / self.world_size
+        return dict(zip(keys, vals.tolist(), strict=True))
+
+    def _nonfinite(self, loss: torch.Tensor, out: Mapping[str, Any], step: int) -> None:
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if self.world_size > 1:
+            flag = torch.tensor([float(bad)], device=self.device)
+            dist.all_reduce(flag)
+            bad = flag.item() > 0
+        if bad:
+            values = {k: _to_float(v) for k, v in out.items()
+                      if torch.is_tensor(v) and v.numel() == 1}
+            where = (f"the last good checkpoint is {self.last_good} (step "
+                     f"{self._last_good_step})" if self.last_good else "no checkpoint was written "
+                     "yet")
+            self._write_run_json("nonfinite", error=f"non-finite loss at step {step}")
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step}: {values}. Training stopped; {where}. Lower the "
+                "learning rate, enable grad_clip, or check the inputs of this step.")
+
+    _last_good_step: int = 0
+
+    def fit(self, step_fn: Callable[[int], Mapping[str, Any]], steps: int | None = None,
+            eval_fn: Callable[[int], Mapping[str, Any]] | None = None,
+            ) -> list[dict[str, float]]:
+        """Run ``step_fn(step)`` from ``self.step`` to ``steps`` (default ``cfg.steps``).
+
+        ``step_fn`` returns a dict of scalars that contains ``loss`` (and optionally ``psnr``);
+        unless the trainer was built with ``optimizer=None`` the trainer does backward, clipping,
+        the optimiser/scheduler step and EMA. ``eval_fn(step)`` may return scalars and images
+        (tensors ``[H,W,3]``) logged to TensorBoard. Returns the history of logged scalars.
+        """
+        total = int(steps if steps is not None else self.cfg.steps)
+        self._write_run_json("running")
+        bar = None
+        if self.cfg.progress and self.rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=self.step, desc="train", unit="step",
+                       dynamic_ncols=True, leave=True)
+        ckpt_every = self.cfg.ckpt_every
+        t_last, s_last = time.time(), self.step
+        try:
+            while self.step < total:
+                step = self.step
+                for o in self.optimizers.values():
+                    o.zero_grad(set_to_none=True)
+                ctx = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
+                       else contextlib.nullcontext())
+                with ctx:
+                    out = step_fn(step)
+                if "loss" not in out:
+                    raise KeyError("step_fn must return a dict containing 'loss'")
+                loss = out["loss"]
+                self._nonfinite(loss, out, step)
+                if not self.manual:
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                        for o in self.optimizers.values():
+                            self.scaler.unscale_(o)
+                    else:
+                        loss.backward()
+                    if self.cfg.grad_clip > 0:
+                        params = [p for o in self.optimizers.values() for g in o.param_groups
+                                  for p in g["params"] if p.grad is not None]
+                        out = dict(out)
+                        out["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                            params, self.cfg.grad_clip)
+                    for o in self.optimizers.values():
+                        if self.scaler is not None:
+                            self.scaler.step(o)
+                        else:
+                            o.step()
+                    if self.scaler is not None:
+                        self.scaler.update()
+                    if self.scheduler is not None:
+                        self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(self.module)
+                scalars = self._reduce(out)
+                scalars["step"] = step
+                self.history.append(scalars)
+                self.step = step + 1
+                if self.step % max(self.cfg.log_every, 1) == 0 or self.step == total:
+                    now = time.time()
+                    rate = (self.step - s_last) / max(now - t_last, 1e-9)
+                    t_last, s_last = now, self.step
+                    self.log_scalars({f"train/{k}": v for k, v in scalars.items()
+                                      if k != "step"} | {"train/steps_per_s": rate})
+                    if bar is not None:
+                        post = {"loss": f"{scalars['loss']:.4g}"}
+                        if "psnr" in scalars:
+                            post["psnr"] = f"{scalars['psnr']:.2f}"
+                        bar.set_postfix(post, refresh=False)
+                if bar is not None:
+                    bar.update(1)
+                if eval_fn is not None and self.cfg.eval_every and \
+                        self.step % self.cfg.eval_every == 0 and self.step < total:
+                    self._run_eval(eval_fn)
+                if ckpt_every and self.step % ckpt_every == 0 and self.step < total:
+                    self.save()
+                    self._last_good_step = self.step
+        finally:
+            if bar is not None:
+                bar.close()
+        if eval_fn is not None:
+            self._run_eval(eval_fn)
+        self.save()
+        self._last_good_step = self.step
+        self._write_run_json("finished", seconds=time.time() - self._t0,
+                             final={k: v for k, v in self.history[-1].items()}
+                             if self.history else {})
+        if self._writer is not None:
+            self._writer.flush()
+        return self.history
+
+    def _run_eval(self, eval_fn: Callable[[int], Mapping[str, Any]]) -> None:
+        res = eval_fn(self.step) or {}
+        images = {k: v for k, v in res.items() if torch.is_tensor(v) and v.dim() >= 2}
+        scalars = {k: v for k, v in res.items() if k not in images and
+                   isinstance(v, (int, float, torch.Tensor)) and not (
+                       isinstance(v, float) and math.isnan(v))}
+        self.log_images({f"eval/{k}": v for k, v in images.items()})
+        self.log_scalars({f"eval/{k}": v for k, v in scalars.items()})
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
