@@ -284,18 +284,20 @@ def _sphere(azimuth: torch.Tensor, elevation: torch.Tensor, radius: float) -> to
 
 def orbit_path(n: int, radius: float = 1.3, elevation_deg: float = 20.0,
                target: Any = (0.0, 0.0, 0.0), up: Any = (0.0, 0.0, 1.0),
-               start_azimuth_deg: float = 0.0) -> torch.Tensor:
+               start_azimuth_deg: float = 0.0, dtype: torch.dtype = torch.float32
+               ) -> torch.Tensor:
     """Turntable: ``n`` cameras evenly spaced in azimuth (no repeated end pose) at a fixed
     elevation around ``target`` (world up +z). Returns OpenCV c2w ``[n,4,4]``."""
     az = torch.deg2rad(start_azimuth_deg + torch.arange(n, dtype=torch.float64) * 360.0 / n)
     el = torch.full_like(az, math.radians(elevation_deg))
     eye = _sphere(az, el, radius) + torch.as_tensor(target, dtype=torch.float64)
-    return look_at(eye, target, up).float()
+    return look_at(eye, target, up).to(dtype)
 
 
 def spiral_path(n: int, radius: float = 1.3, turns: float = 5.0,
                 min_elevation_deg: float = 0.0, max_elevation_deg: float = 80.0,
-                target: Any = (0.0, 0.0, 0.0), up: Any = (0.0, 0.0, 1.0)) -> torch.Tensor:
+                target: Any = (0.0, 0.0, 0.0), up: Any = (0.0, 0.0, 1.0),
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """SRN-style test spiral over the upper hemisphere: elevation rises linearly from
     ``min_elevation_deg`` to ``max_elevation_deg`` while the azimuth makes ``turns`` turns
     (SRN's test sets use 251 views on such a spiral). Returns OpenCV c2w ``[n,4,4]``."""
@@ -303,7 +305,7 @@ def spiral_path(n: int, radius: float = 1.3, turns: float = 5.0,
     el = torch.deg2rad(min_elevation_deg + t * (max_elevation_deg - min_elevation_deg))
     az = 2.0 * math.pi * turns * t
     eye = _sphere(az, el, radius) + torch.as_tensor(target, dtype=torch.float64)
-    return look_at(eye, target, up).float()
+    return look_at(eye, target, up).to(dtype)
 
 
 def random_sphere_eyes(n: int, radius: float = 1.3, upper_hemisphere: bool = True,

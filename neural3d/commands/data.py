@@ -1,0 +1,65 @@
+"""``neural3d data``: write the built-in toy category, preview a dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("data", help="datasets: write the built-in toy category, preview")
+    sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+
+    t = sub.add_parser("toy", help="write the procedural toy category (cars/chairs) in SRN "
+                       "layout: DIR/<category>_train, DIR/<category>_test")
+    t.add_argument("--category", choices=("cars", "chairs"), default="cars")
+    t.add_argument("--objects", type=int, default=64, help="training objects (default 64)")
+    t.add_argument("--views", type=int, default=50, help="views per training object (50)")
+    t.add_argument("--test-objects", type=int, default=None,
+                   help="test objects, disjoint from training (default objects // 8, at least 1)")
+    t.add_argument("--test-views", type=int, default=251,
+                   help="views per test object on the SRN-style spiral (251, as SRN; 0: none)")
+    t.add_argument("--res", type=int, default=64, help="image size in pixels (64)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--supersample", type=int, default=1,
+                   help="s x s rays per pixel for antialiased edges (1: exact pixel centres)")
+    t.add_argument("--masks", action="store_true", help="also write mask/NNNNNN.png")
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=run_toy)
+
+    v = sub.add_parser("preview", help="write a contact sheet PNG of a few objects and views")
+    v.add_argument("dir", help="dataset folder (SRN layout), a split folder or an object")
+    v.add_argument("--out", default=None, help="output PNG (default DIR/preview.png)")
+    v.add_argument("--objects", type=int, default=4, help="objects per split (4)")
+    v.add_argument("--views", type=int, default=6, help="views per object (6)")
+    v.set_defaults(func=run_preview)
+    p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
+
+
+def run_toy(args: argparse.Namespace) -> int:
+    import time
+
+    from neural3d.data.toy import write_toy_dataset
+
+    t0 = time.perf_counter()
+    summary = write_toy_dataset(args.out, args.category, objects=args.objects, views=args.views,
+                                test_views=args.test_views, res=args.res, seed=args.seed,
+                                test_objects=args.test_objects, supersample=args.supersample,
+                                write_masks=args.masks, progress=not args.quiet)
+    n = {k: len(v) for k, v in summary["splits"].items()}
+    print(f"wrote {', '.join(f'{k}: {c} objects' for k, c in n.items())} to {args.out} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from neural3d.data.core import DataError
+    from neural3d.data.preview import contact_sheet
+
+    try:
+        out = contact_sheet(args.dir, args.out, objects=args.objects, views=args.views)
+    except DataError as e:
+        print(f"error: {e}")
+        return 2
+    print(out)
+    return 0
