@@ -46,8 +46,7 @@ def read_object(path: str | Path, resolution: Any = None, background: Any = None
     p = Path(path)
     if p.is_dir() and is_srn_object(p):
         return read_srn_object(p, resolution, background)
-    if p.is_file() and p.suffix == ".json" or p.is_dir() and (
-            any(p.glob("transforms*.json"))):
+    if (p.is_file() and p.suffix == ".json") or (p.is_dir() and any(p.glob("transforms*.json"))):
         return read_transforms(p, split, resolution, background)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")

@@ -1,0 +1,119 @@
+"""Blender / nerf_synthetic and nerfstudio transforms.json readers."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from neural3d.cameras import Cameras, look_at, opencv_to_opengl, random_sphere_eyes
+from neural3d.data import DataError, read_object, read_transforms
+from neural3d.data.toy import make_toy_object, render_toy_views
+
+
+def _scene(n=3, size=24, seed=0):
+    c2w = look_at(random_sphere_eyes(n, 1.3, rng=seed)).double()
+    cams = Cameras.srn(c2w, res=size)
+    images, alpha = render_toy_views(make_toy_object("cars", seed), cams, return_alpha=True)
+    return cams, c2w, images, alpha
+
+
+def _save_rgba(path, image, alpha):
+    rgba = np.concatenate([image.numpy(), alpha.numpy()[..., None]], -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), "RGBA").save(path)
+
+
+def write_blender(root, split="train", n=3, size=24):
+    cams, c2w, images, alpha = _scene(n, size)
+    frames = []
+    for i in range(n):
+        _save_rgba(root / split / f"r_{i}.png", images[i], alpha[i])
+        frames.append({"file_path": f"./{split}/r_{i}", "rotation": 0.0,
+                       "transform_matrix": opencv_to_opengl(c2w[i]).tolist()})
+    fov = 2 * math.atan(size / 2 / float(cams.fx[0]))
+    (root / f"transforms_{split}.json").write_text(
+        json.dumps({"camera_angle_x": fov, "frames": frames}))
+    return cams, images
+
+
+def test_blender_scene_matches_opencv_cameras(tmp_path):
+    cams, images = write_blender(tmp_path / "lego")
+    obj = read_object(tmp_path / "lego")  # defaults to the train split
+    assert obj.object_id == "lego" and obj.view_ids == ["r_0", "r_1", "r_2"]
+    assert torch.allclose(obj.cameras.c2w, cams.c2w, atol=1e-6)
+    assert torch.allclose(obj.cameras.fx, cams.fx, atol=1e-4)
+    assert torch.allclose(obj.cameras.cx, cams.cx)
+    # composited on white: same as the toy renderer's white background (up to 8-bit rounding)
+    assert (obj.images - images).abs().max() < 1.5 / 255
+    black = read_transforms(tmp_path / "lego", split="train", background=(0, 0, 0))
+    corner = black.images[:, 0, 0]
+    assert (corner == 0).all() and black.background == (0.0, 0.0, 0.0)
+    half = read_transforms(tmp_path / "lego" / "transforms_train.json", resolution=12)
+    assert half.images.shape == (3, 12, 12, 3)
+    assert torch.allclose(half.cameras.fx, cams.fx / 2, atol=1e-4)
+    with pytest.raises(DataError, match="transforms_val.json"):
+        read_transforms(tmp_path / "lego", split="val")
+
+
+def test_nerfstudio_per_file_and_per_frame_intrinsics(tmp_path):
+    cams, c2w, images, alpha = _scene(3, 24, seed=1)
+    root = tmp_path / "ns"
+    frames = []
+    for i in range(3):
+        _save_rgba(root / "images" / f"frame_{i:05d}.png", images[i], alpha[i])
+        frames.append({"file_path": f"images/frame_{i:05d}.png",
+                       "transform_matrix": opencv_to_opengl(c2w[i]).tolist()})
+    frames[2].update(fl_x=20.0, fl_y=21.0, cx=11.0, cy=13.0)  # per-frame override
+    meta = {"camera_model": "OPENCV", "fl_x": float(cams.fx[0]), "fl_y": float(cams.fy[0]),
+            "cx": 12.0, "cy": 12.0, "w": 24, "h": 24, "k1": 0.0, "frames": frames}
+    (root / "transforms.json").write_text(json.dumps(meta))
+    obj = read_object(root)
+    assert obj.object_id == "ns"
+    assert torch.allclose(obj.cameras.c2w, cams.c2w, atol=1e-6)
+    assert torch.allclose(obj.cameras.fx[:2], cams.fx[:2])
+    assert obj.cameras.fx[2] == 20.0 and obj.cameras.fy[2] == 21.0
+    assert obj.cameras.cx[2] == 11.0 and obj.cameras.cy[2] == 13.0
+    # images downscaled on disk (nerfstudio's images_2): intrinsics scaled to the image
+    Image.open(root / "images" / "frame_00000.png").resize((12, 12)).save(
+        root / "images" / "frame_00000.png")
+    for k in ("fl_x", "fl_y", "cx", "cy"):
+        frames[2].pop(k)
+    (root / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"frame_00001\.png: image is 24x24"):
+        read_transforms(root)
+    small = read_transforms(root, resolution=12)
+    assert torch.allclose(small.cameras.fx, cams.fx / 2, atol=1e-4)
+    meta["k1"] = 0.1
+    (root / "transforms.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="distortion"):
+        read_transforms(root, resolution=12)
+
+
+def test_transforms_bad_input(tmp_path):
+    root = tmp_path / "s"
+    write_blender(root, n=2, size=8)
+    path = root / "transforms_train.json"
+    good = json.loads(path.read_text())
+
+    def expect(meta, match):
+        path.write_text(meta if isinstance(meta, str) else json.dumps(meta))
+        with pytest.raises(DataError, match=match):
+            read_transforms(root)
+
+    expect("{not json", r"transforms_train\.json: cannot parse")
+    expect({**good, "frames": []}, r"transforms_train\.json: 'frames' is empty")
+    bad = json.loads(json.dumps(good))
+    bad["frames"][1]["transform_matrix"][0][0] = 3.0
+    expect(bad, r"frame 1 \(r_1\.png\): pose is not a rigid")
+    bad = json.loads(json.dumps(good))
+    bad["frames"][0]["file_path"] = "./train/r_9"
+    expect(bad, r"r_9\.png: image file is missing")
+    bad = {k: v for k, v in good.items() if k != "camera_angle_x"}
+    expect(bad, r"frame 0: no intrinsics")
+    expect({**good, "camera_angle_x": "wide"}, r"'camera_angle_x' must be a number")
+    bad = json.loads(json.dumps(good))
+    bad["frames"][0]["transform_matrix"] = [[1, 0, 0], [0, 1, 0]]
+    expect(bad, r"transform_matrix must be 4x4")
