@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -25,8 +26,8 @@ CUDA_NAME = "neural3d_composite_cuda"
 CPU_SOURCES = ("composite_cpu.cpp",)
 CUDA_SOURCES = ("composite_cuda.cu", "composite_cuda_bind.cpp")
 HEADERS = ("composite_simd.h",)
-CPU_CFLAGS = ("-O3", "-std=c++17", "-fno-math-errno")
-CUDA_CFLAGS = ("-O3", "-std=c++17")
+CPU_CFLAGS = ("-O3", "-fno-math-errno", "-Wno-psabi")
+CUDA_CFLAGS = ("-O3",)
 DEFAULT_CUDA_HOME = "/usr/local/cuda"
 DEFAULT_ARCH_LIST = "8.0;9.0"
 
@@ -69,16 +70,31 @@ def _ensure_cuda_home() -> None:
     if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")):
         if Path(DEFAULT_CUDA_HOME, "bin", "nvcc").exists():
             os.environ["CUDA_HOME"] = DEFAULT_CUDA_HOME
-    import torch.utils.cpp_extension as ce
-
+    ce = _cpp_extension()
     home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
     if home:
         ce.CUDA_HOME = home
 
 
+def _cpp_extension() -> ModuleType:
+    """Import ``torch.utils.cpp_extension`` quietly (it warns about CUDA_HOME on GPU-less hosts)."""
+    if "torch.utils.cpp_extension" not in sys.modules:
+        if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and Path(
+                DEFAULT_CUDA_HOME, "bin", "nvcc").exists():
+            os.environ["CUDA_HOME"] = DEFAULT_CUDA_HOME
+        log = logging.getLogger("torch.utils.cpp_extension")
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            import torch.utils.cpp_extension  # noqa: F401
+        finally:
+            log.setLevel(level)
+    return sys.modules["torch.utils.cpp_extension"]
+
+
 def _load(name: str, sources: tuple[str, ...], cflags: tuple[str, ...], cuda: bool,
           announce: str, build_dir: Path | None = None, verbose: bool = False) -> ModuleType:
-    import torch.utils.cpp_extension as ce
+    ce = _cpp_extension()
 
     src = source_dir()
     files = [src / s for s in sources] + [src / h for h in HEADERS if (src / h).exists()]
@@ -93,7 +109,7 @@ def _load(name: str, sources: tuple[str, ...], cflags: tuple[str, ...], cuda: bo
     kwargs = dict(
         name=name,
         sources=[str(src / s) for s in sources],
-        extra_cflags=list(cflags) if not cuda else ["-O3", "-std=c++17"],
+        extra_cflags=list(cflags) if not cuda else ["-O3"],
         build_directory=str(bdir),
         verbose=verbose,
         with_cuda=cuda,
