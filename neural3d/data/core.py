@@ -33,8 +33,8 @@ class MultiViewObject:
     cameras: Cameras
     object_id: str
     view_ids: list[str]
-    background: Background = WHITE
     masks: torch.Tensor | None = None
+    background: Background = WHITE
     path: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -52,8 +52,9 @@ class MultiViewObject:
             idx = [idx]
         ids = torch.arange(len(self))[idx].reshape(-1).tolist()
         return MultiViewObject(self.images[ids], self.cameras[torch.tensor(ids)], self.object_id,
-                               [self.view_ids[i] for i in ids], self.background,
-                               None if self.masks is None else self.masks[ids], self.path)
+                               [self.view_ids[i] for i in ids],
+                               None if self.masks is None else self.masks[ids], self.background,
+                               self.path)
 
 
 def parse_resolution(resolution: Any) -> tuple[int, int] | None:
@@ -167,5 +168,6 @@ def stack_views(path: str | Path, object_id: str, images: list[np.ndarray],
             per_mask.append(a)
     H, W = per_view[0].shape[1:3]
     cams = Cameras(torch.as_tensor(c2w, dtype=torch.float32), fx, fy, cx, cy, W, H)
-    return MultiViewObject(torch.cat(per_view), cams, object_id, view_ids, tuple(background),
-                           torch.cat(per_mask) if has_alpha else None, str(path))
+    return MultiViewObject(torch.cat(per_view), cams, object_id, view_ids,
+                           masks=torch.cat(per_mask) if has_alpha else None,
+                           background=tuple(background), path=str(path))

@@ -418,7 +418,7 @@ def _trace_candidates(obj: ToyObject, o: np.ndarray, d: np.ndarray, inv: np.ndar
 
 def render_toy_views(obj: ToyObject | dict, cameras: Cameras, background: Any = (1.0, 1.0, 1.0),
                      supersample: int = 1, return_alpha: bool = False,
-                     chunk_rays: int = 1 << 18) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                     chunk_rays: int = 1 << 16) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Render ``obj`` from every camera: images ``[V,H,W,3]`` float32 in [0, 1].
 
     Exact ray-primitive intersection through pixel centres (``supersample=s`` averages an
