@@ -179,3 +179,18 @@ def test_fov_helpers_match_srn():
     assert focal_from_fov(fov_from_focal(131.25, 128), 64) == pytest.approx(65.625)
     c = Cameras.srn(torch.eye(4), res=64)
     assert float(c.fx[0]) == pytest.approx(65.625) and float(c.cx[0]) == 32.0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cameras_on_cuda_match_cpu():
+    cams = _cams()
+    gpu = cams.to("cuda")
+    o, d = gpu.pixel_rays()
+    o_cpu, d_cpu = cams.pixel_rays()
+    assert o.is_cuda and torch.allclose(d.cpu(), d_cpu, atol=1e-5)
+    idx = torch.tensor([0, 3, 4])
+    o2, d2 = rays_for_pixels(gpu, idx, torch.tensor([1.5, 2.0, 3.0]), torch.tensor([0.5, 4, 9]))
+    assert d2.is_cuda
+    uv, _ = gpu[idx].project(torch.zeros(1, 3, device="cuda"))
+    assert uv.is_cuda and len(gpu[idx]) == 3

@@ -467,20 +467,19 @@ def _rng(seed: int, category: str, split: str, index: int, stream: int) -> np.ra
                                   stream])
 
 
+def _toy_c2w(category: str, n_views: int, split: str, rng: Any) -> torch.Tensor:
+    if split == "train":
+        eyes = random_sphere_eyes(n_views, TOY_RADIUS, upper_hemisphere=category == "cars",
+                                  rng=rng)
+        return look_at(eyes).double()
+    return spiral_path(n_views, TOY_RADIUS, dtype=torch.float64)
+
+
 def toy_cameras(category: str, n_views: int, res: int, split: str = "train",
                 rng: np.random.Generator | int | None = None) -> Cameras:
     """Cameras of the toy category: random on the upper hemisphere (cars) / sphere (chairs) for
     ``train``, the SRN-style spiral for ``test``; SRN intrinsics at ``res``."""
-    if split == "train":
-        eyes = random_sphere_eyes(n_views, TOY_RADIUS, upper_hemisphere=category == "cars",
-                                  rng=rng)
-        c2w = look_at(eyes)
-    else:
-        c2w = spiral_path(n_views, TOY_RADIUS, dtype=torch.float64)
-    f = SRN_CARS_FOCAL_128 * res / 128.0
-    cams = Cameras(c2w, f, f, res / 2.0, res / 2.0, res, res)
-    cams.c2w64 = c2w.double()  # exact poses for writing (not part of the dataclass fields)
-    return cams
+    return Cameras.srn(_toy_c2w(category, n_views, split, rng), res)
 
 
 def _to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -532,7 +531,8 @@ def write_toy_dataset(out: str | Path, category: str = "cars", objects: int = 64
         oid = f"{category[:-1]}_{split}_{i:05d}"
         obj = make_toy_object(category, _rng(seed, category, split, i, 0))
         obj.meta = {"seed": seed, "split": split, "index": i}
-        cams = toy_cameras(category, nv, res, split, _rng(seed, category, split, i, 1))
+        c2w64 = _toy_c2w(category, nv, split, _rng(seed, category, split, i, 1))
+        cams = Cameras.srn(c2w64, res)
         imgs, alpha = render_toy_views(obj, cams, supersample=supersample, return_alpha=True)
         odir = out / f"{category}_{split}" / oid
         for sub in ("rgb", "pose") + (("mask",) if write_masks else ()):
@@ -541,7 +541,7 @@ def write_toy_dataset(out: str | Path, category: str = "cars", objects: int = 64
         (odir / "toy_object.json").write_text(json.dumps(obj.to_dict()))
         u8 = _to_uint8(imgs)
         a8 = _to_uint8(alpha)
-        c2w = cams.c2w64.numpy()
+        c2w = c2w64.numpy()
         for v in range(nv):
             _write_png(odir / "rgb" / f"{v:06d}.png", u8[v])
             (odir / "pose" / f"{v:06d}.txt").write_text(
