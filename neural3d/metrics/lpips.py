@@ -1,0 +1,81 @@
+"""LPIPS through the ``lpips`` package, only with the real backbone weights.
+
+The ``lpips`` wheel ships its linear heads, but the AlexNet/VGG16 backbones come from torchvision,
+which downloads them on first use (impossible offline, and the attempt can hang). So we never let
+lpips/torchvision download: we build ``lpips.LPIPS(..., pnet_rand=True)`` (random backbone, no
+download) and load the backbone weights ourselves from the torch hub cache
+(``$TORCH_HOME/hub/checkpoints/``: ``alexnet-owt-7be5be79.pth``, ``vgg16-397923af.pth``), or from
+a path the user gives. When they are missing :func:`get_lpips` returns ``(None, reason)`` and the
+evaluation reports ``lpips: null`` with that reason: never a figure from a random backbone.
+SSDNeRF/pixelNeRF report LPIPS-VGG; ``alex`` is also available.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+
+
+def backbone_path(net: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net]
+
+
+def build_lpips(net: str = "vgg", backbone_weights: str | Path | None = None,
+                random_backbone: bool = False) -> torch.nn.Module:
+    """An ``lpips.LPIPS`` module (eval, frozen). ``random_backbone=True`` is for wiring tests
+    only. Raises ``FileNotFoundError`` when the backbone weights are not available offline."""
+    import lpips  # noqa: F401  (optional extra)
+
+    if net not in BACKBONE_FILES:
+        raise ValueError(f"LPIPS net must be one of {sorted(BACKBONE_FILES)}, got {net!r}")
+    model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+    if not random_backbone:
+        path = Path(backbone_weights) if backbone_weights else backbone_path(net)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"LPIPS-{net} needs the torchvision backbone weights {path.name}, not found at "
+                f"{path} (they cannot be downloaded offline; copy the file there or pass its path)")
+        import torchvision
+
+        tv = torchvision.models.alexnet() if net == "alex" else torchvision.models.vgg16()
+        tv.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        features = tv.features
+        for name, sl in model.net.named_children():
+            if name.startswith("slice"):
+                for idx, layer in sl.named_children():
+                    layer.load_state_dict(features[int(idx)].state_dict())
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def get_lpips(net: str = "vgg", backbone_weights: str | Path | None = None
+              ) -> tuple[torch.nn.Module | None, str | None]:
+    """``(module, None)`` when real weights are available, else ``(None, reason)``."""
+    weights = backbone_weights or os.environ.get(f"NEURAL3D_LPIPS_{net.upper()}_WEIGHTS")
+    try:
+        return build_lpips(net, weights), None
+    except ImportError as exc:
+        return None, f"the lpips package is not installed ({exc}); pip install 'neural3d[lpips]'"
+    except FileNotFoundError as exc:
+        return None, str(exc)
+
+
+@torch.no_grad()
+def lpips_distance(model: torch.nn.Module, pred: torch.Tensor, target: torch.Tensor,
+                   batch: int = 16) -> torch.Tensor:
+    """Per-image LPIPS ``[N]`` of images ``[N, H, W, 3]`` (or ``[H, W, 3]``) in [0, 1]."""
+    if pred.dim() == 3:
+        pred, target = pred[None], target[None]
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, pred.shape[0], batch):
+        a = pred[i:i + batch].permute(0, 3, 1, 2).float().to(dev) * 2 - 1
+        b = target[i:i + batch].permute(0, 3, 1, 2).float().to(dev) * 2 - 1
+        out.append(model(a, b).flatten().cpu())
+    return torch.cat(out)

@@ -1,0 +1,113 @@
+"""Metrics: PSNR, SSIM vs scikit-image, LPIPS wiring (random backbone), FID/KID."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from neural3d.metrics import (
+    build_lpips,
+    evaluate_views,
+    frechet_distance,
+    get_lpips,
+    kid_from_features,
+    lpips_distance,
+    psnr,
+    ssim,
+)
+from neural3d.metrics.fid import InceptionFeatures, fid_from_features, stylegan_resize
+
+
+def test_psnr_known_value():
+    a = torch.zeros(2, 8, 8, 3)
+    b = torch.full((2, 8, 8, 3), 0.1)
+    assert psnr(a, b).item() == pytest.approx(20.0, abs=1e-4)
+    assert psnr(a, b, reduction="none").shape == (2,)
+    with pytest.raises(ValueError):
+        psnr(a, b[:, :4])
+
+
+@pytest.mark.parametrize("shape", [(32, 40, 3), (2, 24, 24, 3)])
+def test_ssim_matches_scikit_image(shape):
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(shape, generator=g)
+    b = (a + 0.15 * torch.randn(shape, generator=g)).clamp(0, 1)
+    ours = ssim(a, b, reduction="none")
+    a4, b4 = (a[None], b[None]) if a.dim() == 3 else (a, b)
+    for i in range(a4.shape[0]):
+        ref = structural_similarity(a4[i].numpy(), b4[i].numpy(), gaussian_weights=True,
+                                    sigma=1.5, use_sample_covariance=False, data_range=1,
+                                    channel_axis=-1)
+        assert ours[i].item() == pytest.approx(ref, abs=1e-5)
+    assert ssim(a, a).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_lpips_wiring_with_random_backbone():
+    model = build_lpips("alex", random_backbone=True)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 32, 32, 3, generator=g), torch.rand(2, 32, 32, 3, generator=g)
+    assert torch.allclose(lpips_distance(model, a, a), torch.zeros(2), atol=1e-6)
+    d_ab, d_ba = lpips_distance(model, a, b), lpips_distance(model, b, a)
+    assert torch.allclose(d_ab, d_ba, atol=1e-6) and (d_ab > 0).all()
+
+
+def test_lpips_missing_weights_gives_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    model, reason = get_lpips("vgg")
+    assert model is None and "vgg16-397923af.pth" in reason
+    out = evaluate_views(torch.rand(1, 16, 16, 3), torch.rand(1, 16, 16, 3))
+    assert out["lpips"] is None and "offline" in out["lpips_reason"]
+    assert math.isfinite(out["psnr"]) and math.isfinite(out["ssim"])
+
+
+def test_frechet_distance_gaussians():
+    mu1, mu2 = np.zeros(3), np.array([1.0, 2.0, 0.0])
+    s = np.diag([1.0, 2.0, 3.0])
+    assert frechet_distance(mu1, s, mu1, s) == pytest.approx(0.0, abs=1e-8)
+    assert frechet_distance(mu1, s, mu2, s) == pytest.approx(5.0, abs=1e-8)
+    # 1-D: (sqrt(a) - sqrt(b))^2
+    assert frechet_distance(np.zeros(1), np.array([[4.0]]), np.zeros(1), np.array([[1.0]])) \
+        == pytest.approx(1.0)
+
+
+def test_fid_low_rank_path_agrees_with_sqrtm():
+    from neural3d.metrics.fid import feature_stats
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(30, 40)), rng.normal(size=(25, 40)) * 1.3 + 0.2
+    ref = frechet_distance(*feature_stats(a), *feature_stats(b))
+    assert fid_from_features(a, b) == pytest.approx(ref, rel=1e-6)
+    assert abs(fid_from_features(a, a)) < 1e-9
+
+
+def test_kid_zero_in_expectation_and_grows():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 16)), rng.normal(size=(200, 16))
+    c = rng.normal(size=(200, 16)) + 1.0
+    kab, kac = kid_from_features(a, b, num_subsets=20), kid_from_features(a, c, num_subsets=20)
+    assert abs(kab) < 0.05 < kac
+
+
+def test_stylegan_resize_identity_at_299():
+    x = torch.rand(1, 3, 299, 299)
+    assert torch.allclose(stylegan_resize(x), x, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_fid_self_zero_and_monotone_in_noise():
+    ext = InceptionFeatures()
+    g = torch.Generator().manual_seed(0)
+    # smooth random images, and one fixed low-frequency noise pattern scaled by sigma
+    up = torch.nn.functional.interpolate
+    base = up(torch.rand(12, 3, 4, 4, generator=g), size=64, mode="bicubic").clamp(0, 1)
+    noise = up(torch.randn(12, 3, 8, 8, generator=g), size=64, mode="bilinear")
+    base, noise = base.permute(0, 2, 3, 1), noise.permute(0, 2, 3, 1)
+    f0 = ext(base)
+    assert f0.shape == (12, 2048)
+    assert abs(fid_from_features(f0, f0)) < 1e-6
+    fids = [fid_from_features(f0, ext((base + sigma * noise).clamp(0, 1)))
+            for sigma in (0.05, 0.15, 0.4)]
+    assert 1.0 < fids[0] < fids[1] < fids[2], fids
