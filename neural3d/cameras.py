@@ -27,6 +27,8 @@ __all__ = [
     "look_at",
     "orbit_path",
     "spiral_path",
+    "sphere_c2w",
+    "SRN_SPIRAL_TURNS",
     "random_sphere_eyes",
     "opencv_to_opengl",
     "opengl_to_opencv",
@@ -276,36 +278,55 @@ def look_at(eye: Any, target: Any = (0.0, 0.0, 0.0), up: Any = (0.0, 0.0, 1.0)) 
     return c2w
 
 
-def _sphere(azimuth: torch.Tensor, elevation: torch.Tensor, radius: float) -> torch.Tensor:
-    ce = torch.cos(elevation)
-    return radius * torch.stack([ce * torch.cos(azimuth), ce * torch.sin(azimuth),
-                                 torch.sin(elevation)], dim=-1)
+def sphere_c2w(azimuth: Any, elevation: Any, radius: float = 1.3,
+               target: Any = (0.0, 0.0, 0.0)) -> torch.Tensor:
+    """OpenCV c2w (float64) of cameras at ``azimuth``/``elevation`` (radians; world up +z,
+    azimuth from +x towards +y) on a sphere of ``radius`` around ``target``, looking at it.
+
+    At the poles the camera's roll is the limit of the neighbouring poses (image x axis along
+    ``(-sin az, cos az, 0)``), so paths through a pole do not flip.
+    """
+    az = torch.as_tensor(azimuth, dtype=torch.float64).reshape(-1)
+    el = torch.as_tensor(elevation, dtype=torch.float64).reshape(-1)
+    ce = torch.cos(el)
+    eye = radius * torch.stack([ce * torch.cos(az), ce * torch.sin(az), torch.sin(el)], dim=-1)
+    eye = eye + torch.as_tensor(target, dtype=torch.float64)
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(eye).clone()
+    pole = ce.abs() < 1e-9
+    if pole.any():
+        # cross(forward, up) = (-sin az, cos az, 0) at the pole when up = -sign(el)(cos, sin, 0)
+        s = torch.sign(torch.sin(el[pole]))[:, None]
+        up[pole] = -s * torch.stack([torch.cos(az[pole]), torch.sin(az[pole]),
+                                     torch.zeros_like(az[pole])], dim=-1)
+    return look_at(eye, target, up)
 
 
 def orbit_path(n: int, radius: float = 1.3, elevation_deg: float = 20.0,
-               target: Any = (0.0, 0.0, 0.0), up: Any = (0.0, 0.0, 1.0),
-               start_azimuth_deg: float = 0.0, dtype: torch.dtype = torch.float32
-               ) -> torch.Tensor:
+               target: Any = (0.0, 0.0, 0.0), start_azimuth_deg: float = 0.0,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Turntable: ``n`` cameras evenly spaced in azimuth (no repeated end pose) at a fixed
     elevation around ``target`` (world up +z). Returns OpenCV c2w ``[n,4,4]``."""
     az = torch.deg2rad(start_azimuth_deg + torch.arange(n, dtype=torch.float64) * 360.0 / n)
     el = torch.full_like(az, math.radians(elevation_deg))
-    eye = _sphere(az, el, radius) + torch.as_tensor(target, dtype=torch.float64)
-    return look_at(eye, target, up).to(dtype)
+    return sphere_c2w(az, el, radius, target).to(dtype)
 
 
-def spiral_path(n: int, radius: float = 1.3, turns: float = 5.0,
-                min_elevation_deg: float = 0.0, max_elevation_deg: float = 80.0,
-                target: Any = (0.0, 0.0, 0.0), up: Any = (0.0, 0.0, 1.0),
+#: Azimuth sweep of SRN's test spiral in turns: -20 rad (about 3.2 turns, clockwise from above).
+SRN_SPIRAL_TURNS = -20.0 / (2.0 * math.pi)
+
+
+def spiral_path(n: int, radius: float = 1.3, turns: float = SRN_SPIRAL_TURNS,
+                min_elevation_deg: float = 0.0, max_elevation_deg: float = 90.0,
+                target: Any = (0.0, 0.0, 0.0), start_azimuth_deg: float = 0.0,
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """SRN-style test spiral over the upper hemisphere: elevation rises linearly from
-    ``min_elevation_deg`` to ``max_elevation_deg`` while the azimuth makes ``turns`` turns
-    (SRN's test sets use 251 views on such a spiral). Returns OpenCV c2w ``[n,4,4]``."""
+    """SRN-style test spiral over the upper hemisphere (world up +z): the elevation rises
+    linearly from ``min_elevation_deg`` to ``max_elevation_deg`` while the azimuth sweeps
+    ``turns`` turns. The defaults follow SRN's cars/chairs test poses (251 views, elevation
+    0 -> 90 degrees, azimuth -20 rad). Returns OpenCV c2w ``[n,4,4]``."""
     t = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
     el = torch.deg2rad(min_elevation_deg + t * (max_elevation_deg - min_elevation_deg))
-    az = 2.0 * math.pi * turns * t
-    eye = _sphere(az, el, radius) + torch.as_tensor(target, dtype=torch.float64)
-    return look_at(eye, target, up).to(dtype)
+    az = math.radians(start_azimuth_deg) + 2.0 * math.pi * turns * t
+    return sphere_c2w(az, el, radius, target).to(dtype)
 
 
 def random_sphere_eyes(n: int, radius: float = 1.3, upper_hemisphere: bool = True,

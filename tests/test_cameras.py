@@ -194,3 +194,18 @@ def test_cameras_on_cuda_match_cpu():
     assert d2.is_cuda
     uv, _ = gpu[idx].project(torch.zeros(1, 3, device="cuda"))
     assert uv.is_cuda and len(gpu[idx]) == 3
+
+
+def test_spiral_matches_srn_test_poses_and_has_no_flip_at_pole():
+    sp = spiral_path(251, dtype=torch.float64)
+    # SRN cars test spiral: elevation 0 at view 0, 45 deg at view 125, the pole at view 250
+    z = sp[:, 2, 3] / 1.3
+    assert abs(float(z[0])) < 1e-9 and float(z[125]) == pytest.approx(math.sin(math.pi / 4))
+    assert float(z[250]) == pytest.approx(1.0)
+    az = torch.atan2(sp[:10, 1, 3], sp[:10, 0, 3])
+    step = torch.remainder(az[1:] - az[:-1] + math.pi, 2 * math.pi) - math.pi
+    expected = torch.full((9,), -20.0 / 250, dtype=torch.float64)  # clockwise from above
+    assert torch.allclose(step, expected, atol=1e-9)
+    # the last (pole) pose continues the roll of its neighbour
+    assert float((sp[250, :3, 0] * sp[249, :3, 0]).sum()) > 0.99
+    assert is_rigid(sp[250].numpy(), atol=1e-9)[0]
