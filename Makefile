@@ -21,6 +21,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Proves the CUDA kernels compile and link (no GPU needed): CUDA 13 toolkit + the cu130 torch.
+cuda-check: $(STAMP)
+	CUDA_HOME="$${CUDA_HOME:-/usr/local/cuda}" TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-8.0;9.0}" \
+		$(PY) -m neural3d.render.build --cuda-check
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check neural3d tests benchmarks
 
