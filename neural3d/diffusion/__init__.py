@@ -1,0 +1,52 @@
+"""2D diffusion: schedules, parameterisations, samplers, guidance and denoisers.
+
+The noise schedule is stateless and separate from the network (as in diffusers): a sampler takes
+any callable ``model(x_t, t, **cond)`` with ``t`` a float tensor ``[B]`` in ``[0, 1]``.
+
+- :mod:`.schedules`: cosine / linear, continuous and discrete, resolution-shifted.
+- :mod:`.parameterization`: eps / x0 / v conversions, weighted training loss.
+- :mod:`.samplers`: DDPM, DDIM (+ inversion), DPM-Solver++(2M).
+- :mod:`.guidance`: classifier-free (``uncond + w (cond - uncond)``), classifier, measurement
+  guidance, thresholding.
+- :mod:`.unet`, :mod:`.dit`: denoisers; :mod:`.mdm` Matryoshka Diffusion; :mod:`.fdm` f-DM.
+"""
+
+from neural3d.diffusion.guidance import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    MeasurementGuidance,
+    classifier_free_guidance,
+    threshold_x0,
+)
+from neural3d.diffusion.parameterization import (
+    convert,
+    diffusion_loss,
+    prediction_loss,
+    to_eps,
+    to_v,
+    to_x0,
+)
+from neural3d.diffusion.samplers import (
+    Denoiser,
+    ddim_invert,
+    ddim_sample,
+    ddpm_sample,
+    dpmpp_2m_sample,
+    sample,
+)
+from neural3d.diffusion.schedules import (
+    CosineSchedule,
+    DiscreteSchedule,
+    LinearSchedule,
+    NoiseSchedule,
+    ShiftedSchedule,
+    make_schedule,
+)
+
+__all__ = [
+    "ClassifierFreeGuidance", "ClassifierGuidance", "MeasurementGuidance",
+    "classifier_free_guidance", "threshold_x0", "convert", "diffusion_loss", "prediction_loss",
+    "to_eps", "to_v", "to_x0", "Denoiser", "ddim_invert", "ddim_sample", "ddpm_sample",
+    "dpmpp_2m_sample", "sample", "CosineSchedule", "DiscreteSchedule", "LinearSchedule",
+    "NoiseSchedule", "ShiftedSchedule", "make_schedule",
+]
