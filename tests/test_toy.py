@@ -107,6 +107,7 @@ def test_write_is_deterministic_and_reads_back(tmp_path):
                             "cars_test": ["car_test_00000"]}
     meta = json.loads((tmp_path / "a" / "toy_dataset.json").read_text())
     assert meta["aabb"] == [[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]]
+    assert meta["categories"]["cars"]["splits"] == s1["splits"]
 
     train = SRNCategory(tmp_path / "a", "cars", "train")
     test = SRNCategory(tmp_path / "a", "cars", "test")
@@ -125,6 +126,31 @@ def test_write_is_deterministic_and_reads_back(tmp_path):
     t = test[0]
     assert len(t) == 5 and torch.allclose(t.cameras.centers.norm(dim=-1), torch.tensor(1.3))
     assert read_object(train.object_path(obj.object_id)).object_id == obj.object_id
+
+
+def test_rewrite_replaces_earlier_run_but_not_foreign_data(tmp_path):
+    kw = dict(category="chairs", views=2, test_views=0, res=16, progress=False)
+    write_toy_dataset(tmp_path, objects=3, **kw)
+    write_toy_dataset(tmp_path, objects=2, **kw)
+    assert len(SRNCategory(tmp_path, "chairs", "train")) == 2
+    cams = SRNCategory(tmp_path, "chairs", "train")[0].cameras
+    write_toy_dataset(tmp_path, category="cars", objects=1, views=2, test_views=0, res=16,
+                      progress=False)
+    meta = json.loads((tmp_path / "toy_dataset.json").read_text())
+    assert set(meta["categories"]) == {"chairs", "cars"}
+    assert len(cams) == 2
+    (tmp_path / "chairs_train" / "real_object").mkdir()
+    with pytest.raises(FileExistsError, match="real_object"):
+        write_toy_dataset(tmp_path, objects=2, **kw)
+
+
+def test_chair_training_views_cover_the_whole_sphere():
+    from neural3d.data.toy import toy_cameras
+
+    chairs = toy_cameras("chairs", 200, 32, "train", rng=0)
+    cars = toy_cameras("cars", 200, 32, "train", rng=0)
+    assert (chairs.centers[:, 2] < 0).any() and (cars.centers[:, 2] >= 0).all()
+    assert torch.allclose(chairs.centers.norm(dim=-1), torch.tensor(1.3))
 
 
 def test_cli_toy_and_preview(tmp_path, capsys):

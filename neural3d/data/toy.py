@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import shutil
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -506,7 +507,7 @@ def write_toy_dataset(out: str | Path, category: str = "cars", objects: int = 64
         out/<category>_train/<object>/{rgb/NNNNNN.png, pose/NNNNNN.txt, intrinsics.txt,
                                         toy_object.json}
         out/<category>_test/...      (disjoint objects, views on the SRN spiral)
-        out/toy_dataset.json         (parameters, AABB, object ids)
+        out/toy_dataset.json         {"aabb", "radius", "categories": {category: summary}}
 
     ``objects`` training objects with ``views`` views each, ``test_objects`` (default
     ``max(1, objects // 8)``) test objects with ``test_views`` views. ``write_masks`` adds
@@ -522,6 +523,14 @@ def write_toy_dataset(out: str | Path, category: str = "cars", objects: int = 64
     test_objects = max(1, objects // 8) if test_objects is None else test_objects
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):  # replace an earlier toy run, never foreign data
+        d = out / f"{category}_{split}"
+        if d.exists():
+            foreign = [p for p in d.iterdir() if not (p / "toy_object.json").is_file()]
+            if foreign:
+                raise FileExistsError(f"{d} exists and holds data not written by the toy "
+                                      f"generator (e.g. {foreign[0].name}); choose another out")
+            shutil.rmtree(d)
     f = SRN_CARS_FOCAL_128 * res / 128.0
     intr = f"{_fmt(f)} {_fmt(res / 2)} {_fmt(res / 2)} 0.\n0. 0. 0.\n1.\n{res} {res}\n"
     jobs = [("train", i, views) for i in range(objects)]
@@ -556,5 +565,15 @@ def write_toy_dataset(out: str | Path, category: str = "cars", objects: int = 64
         "world_up": [0.0, 0.0, 1.0], "background": [1.0, 1.0, 1.0],
         "splits": {f"{category}_{k}": v for k, v in ids.items() if v},
     }
-    (out / "toy_dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # one file per dataset folder; several categories may share a folder
+    meta_path = out / "toy_dataset.json"
+    meta = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text()).get("categories", {})
+        except (json.JSONDecodeError, AttributeError):
+            meta = {}
+    meta[category] = summary
+    meta_path.write_text(json.dumps({"aabb": summary["aabb"], "radius": TOY_RADIUS,
+                                     "categories": meta}, indent=2) + "\n")
     return summary
