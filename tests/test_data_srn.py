@@ -104,6 +104,7 @@ def test_category_splits_lists_and_nesting(tmp_path):
     cat = SRNCategory(root, "cars", "train")
     assert cat.object_ids == ["a", "b", "c"] and len(cat) == 3
     assert [o.object_id for o in cat] == ["a", "b", "c"]
+    assert [o.object_id for o in cat.load(max_objects=2)] == ["a", "b"]
     assert cat.read("b", views=[0]).images.shape[0] == 1
     # an object list next to the split folder selects and orders the objects
     (root / "cars_train.lst").write_text("c\n# comment\n\na\n")

@@ -224,6 +224,15 @@ class SRNCategory:
         return read_srn_object(self.object_path(object_id), self.resolution, self.background,
                                views=views)
 
+    def load(self, max_objects: int | None = None, progress: bool = False
+             ) -> list[MultiViewObject]:
+        """Read the first ``max_objects`` objects (all by default) into memory."""
+        from tqdm.auto import tqdm
+
+        ids = self.object_ids[:max_objects] if max_objects is not None else self.object_ids
+        return [self.read(i) for i in tqdm(ids, desc=f"{self.category}_{self.split}",
+                                           unit="obj", disable=not progress)]
+
     def __repr__(self) -> str:
         return f"SRNCategory({str(self.split_dir)!r}, {len(self)} objects)"
 
