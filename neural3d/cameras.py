@@ -68,7 +68,7 @@ def _per_camera(value: Any, n: int, name: str) -> torch.Tensor:
     return t
 
 
-@dataclass
+@dataclass(eq=False)
 class Cameras:
     """A batch of ``N`` pinhole cameras sharing one image size.
 

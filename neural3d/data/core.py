@@ -20,7 +20,7 @@ class DataError(ValueError):
     """Bad or missing input data. The message names the offending file."""
 
 
-@dataclass
+@dataclass(eq=False)
 class MultiViewObject:
     """One object (or scene) seen from ``V`` views.
 
