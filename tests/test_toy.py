@@ -7,7 +7,7 @@ import torch
 
 from neural3d.cameras import Cameras, look_at, random_sphere_eyes
 from neural3d.cli import main
-from neural3d.data import SRNCategory, read_object
+from neural3d.data import DataError, SRNCategory, read_object
 from neural3d.data.toy import (
     TOY_AABB,
     Primitive,
@@ -126,6 +126,10 @@ def test_write_is_deterministic_and_reads_back(tmp_path):
     t = test[0]
     assert len(t) == 5 and torch.allclose(t.cameras.centers.norm(dim=-1), torch.tensor(1.3))
     assert read_object(train.object_path(obj.object_id)).object_id == obj.object_id
+    with pytest.raises(DataError, match="dataset root: use SRNCategory"):
+        read_object(tmp_path / "a")
+    with pytest.raises(DataError, match="split folder: use SRNCategory"):
+        read_object(tmp_path / "a" / "cars_train")
 
 
 def test_rewrite_replaces_earlier_run_but_not_foreign_data(tmp_path):

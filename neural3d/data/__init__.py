@@ -50,5 +50,12 @@ def read_object(path: str | Path, resolution: Any = None, background: Any = None
         return read_transforms(p, split, resolution, background)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
+    hint = ""
+    if p.is_dir() and any(q.is_dir() and is_srn_object(q) for q in p.iterdir()):
+        hint = "; this looks like a split folder: use SRNCategory to list its objects"
+    elif p.is_dir() and any(q.is_dir() and q.name.rsplit("_", 1)[-1] in ("train", "val", "test")
+                            for q in p.iterdir()):
+        hint = "; this looks like a dataset root: use SRNCategory(root, category, split)"
     raise DataError(f"{p}: unrecognised layout (expected an SRN object folder with "
-                    f"intrinsics.txt/rgb/pose, or a transforms.json / transforms_<split>.json)")
+                    f"intrinsics.txt/rgb/pose, or a transforms.json / transforms_<split>.json)"
+                    f"{hint}")
