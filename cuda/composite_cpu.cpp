@@ -293,7 +293,9 @@ std::vector<at::Tensor> composite_forward(const at::Tensor& sigma, const at::Ten
   auto out = at::zeros({L.R, L.C}, sigma.options());
   auto depth = at::zeros({L.R}, sigma.options());
   auto opacity = at::zeros({L.R}, sigma.options());
-  auto weights = want_weights ? at::zeros_like(sigma) : at::empty({0}, sigma.options());
+  auto weights = !want_weights ? at::empty({0}, sigma.options())
+                 : L.packed   ? at::zeros_like(sigma)   // samples outside every ray stay 0
+                              : at::empty_like(sigma);  // every entry is written
   if (L.R == 0) return {out, depth, opacity, weights};
   const int64_t* offs = ptr_or_null(offsets);
   const int64_t* cnts = ptr_or_null(counts);
@@ -306,7 +308,7 @@ std::vector<at::Tensor> composite_forward(const at::Tensor& sigma, const at::Ten
     FwdOut o{out.data_ptr<float>(), depth.data_ptr<float>(), opacity.data_ptr<float>(),
              want_weights ? weights.data_ptr<float>() : nullptr};
     const int64_t Wd = I.width, nblocks = (L.R + Wd - 1) / Wd;
-    const size_t scratch = (size_t)((3 + L.C) * L.smax * Wd + L.C * Wd + 64);
+    const size_t scratch = (size_t)((L.C * Wd + L.C) * Wd + 64);
     at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
       DenormalGuard guard;
       std::vector<float> buf(scratch);
@@ -352,8 +354,8 @@ std::vector<at::Tensor> composite_backward(
     TORCH_CHECK(g_weights->is_contiguous() && g_weights->sizes() == sigma.sizes() &&
                     g_weights->scalar_type() == sigma.scalar_type(),
                 "neural3d composite backward (cpp): weights gradient must match densities");
-  auto g_sigma = at::zeros_like(sigma);
-  auto g_feat = at::zeros_like(feat);
+  auto g_sigma = L.packed ? at::zeros_like(sigma) : at::empty_like(sigma);
+  auto g_feat = L.packed ? at::zeros_like(feat) : at::empty_like(feat);
   if (L.R == 0) return {g_sigma, g_feat};
   const int64_t* offs = ptr_or_null(offsets);
   const int64_t* cnts = ptr_or_null(counts);
@@ -368,7 +370,7 @@ std::vector<at::Tensor> composite_backward(
              has_gw ? g_weights->data_ptr<float>() : nullptr};
     BwdOut o{g_sigma.data_ptr<float>(), g_feat.data_ptr<float>()};
     const int64_t Wd = I.width, nblocks = (L.R + Wd - 1) / Wd;
-    const size_t scratch = (size_t)((4 + L.C) * L.smax * Wd + L.C * Wd + 64);
+    const size_t scratch = (size_t)((L.C * Wd + L.C) * Wd + 64);
     at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
       DenormalGuard guard;
       std::vector<float> buf(scratch);

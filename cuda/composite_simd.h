@@ -1,13 +1,16 @@
 // neural3d: vectorised CPU compositing, lanes = rays.
 //
 // This header is included several times by composite_cpu.cpp, each time inside its own namespace
-// and under its own `#pragma GCC target` (baseline, AVX2+FMA, AVX-512), with NEURAL3D_W (lanes)
-// defined. It uses GCC/Clang vector extensions only, so the same source compiles for any ISA;
-// composite_cpu.cpp picks the best compiled variant at run time (CPU feature check).
+// and under its own `#pragma GCC target` (baseline x86-64, AVX2+FMA, AVX-512), with NEURAL3D_W
+// (lanes) defined. It uses GCC/Clang vector extensions only, so one source compiles for every
+// ISA; composite_cpu.cpp picks the best compiled variant at run time from the CPU's features.
 //
-// A block of up to W rays is transposed into scratch buffers [S][W] (lanes = rays) so the
-// sequential scan over samples runs on W rays at once. Packed rays of different lengths are
-// padded with zero-density, zero-length samples, which contribute nothing.
+// A block of W rays is processed together: tiles of W rays x W samples are loaded with W vector
+// loads (one per ray, contiguous) and transposed in registers (log2(W) rounds of interleaving
+// shuffles), so each vector then holds one sample of W rays and the sequential scan along the
+// ray runs on W rays at once. Results (weights, gradients) are transposed back the same way.
+// Ragged tiles (ray ends, packed rays of different lengths, the last partial block of rays) are
+// staged through a zero-padded buffer; padding has zero density and contributes nothing.
 //
 // Requires <cstdint> and <cstring>, and the Block structs of composite_cpu.cpp.
 
@@ -15,21 +18,52 @@ typedef float vf __attribute__((vector_size(4 * NEURAL3D_W)));
 typedef int32_t vi __attribute__((vector_size(4 * NEURAL3D_W)));
 static constexpr int W = NEURAL3D_W;
 
-static inline vf vset(float x) {
+#define N3D_INLINE static inline __attribute__((always_inline))
+
+#if NEURAL3D_W == 16
+#define N3D_LO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define N3D_HI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#define N3D_LOG2W 4
+#elif NEURAL3D_W == 8
+#define N3D_LO 0, 8, 1, 9, 2, 10, 3, 11
+#define N3D_HI 4, 12, 5, 13, 6, 14, 7, 15
+#define N3D_LOG2W 3
+#else
+#error "NEURAL3D_W must be 8 or 16"
+#endif
+#ifdef __clang__
+#define N3D_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define N3D_SHUF(a, b, ...) __builtin_shuffle(a, b, (vi){__VA_ARGS__})
+#endif
+
+N3D_INLINE vf vset(float x) {
   vf v;
   for (int i = 0; i < W; ++i) v[i] = x;
   return v;
 }
-static inline vf vload(const float* p) {
+N3D_INLINE vf vload(const float* p) {
   vf v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-static inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+N3D_INLINE void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+// In-place transpose of a W x W tile held as W vectors (perfect-shuffle rounds).
+N3D_INLINE void transpose(vf* v) {
+  vf t[W];
+  for (int round = 0; round < N3D_LOG2W; ++round) {
+    for (int j = 0; j < W / 2; ++j) {
+      t[2 * j] = N3D_SHUF(v[j], v[j + W / 2], N3D_LO);
+      t[2 * j + 1] = N3D_SHUF(v[j], v[j + W / 2], N3D_HI);
+    }
+    for (int j = 0; j < W; ++j) v[j] = t[j];
+  }
+}
 
 // exp(x) (Cephes expf polynomial, ~1 ulp). Results below exp(-87) are flushed to 0 so no
 // denormal is ever produced; NaN propagates.
-static inline vf vexp(vf x) {
+N3D_INLINE vf vexp(vf x) {
   const vf lo = vset(-87.0f), hi = vset(88.0f);
   vi under = x < lo;
   x = x < lo ? lo : x;
@@ -55,7 +89,7 @@ static inline vf vexp(vf x) {
 }
 
 // 1 - exp(-tau) for tau >= 0, accurate for thin samples (Taylor series below 0.5).
-static inline vf valpha(vf tau) {
+N3D_INLINE vf valpha(vf tau) {
   vf x = -tau;
   vf p = vset(1.0f / 40320.0f);
   p = p * x + vset(1.0f / 5040.0f);
@@ -69,109 +103,143 @@ static inline vf valpha(vf tau) {
   return tau < vset(0.5f) ? small : big;
 }
 
-static inline bool all_below(vf a, vf b) {
+N3D_INLINE bool all_below(vf a, vf b) {
   vi m = a < b;
   for (int i = 0; i < W; ++i)
     if (!m[i]) return false;
   return true;
 }
 
-static constexpr int64_t kCheckEvery = 8;  // early-termination test granularity (samples)
+// The rays of one block: per-lane offset (in samples) and count; lanes past nr are empty.
+struct Rays {
+  int64_t off[W];
+  int64_t cnt[W];
+  int64_t smax, nmin;
+};
 
-// Copy a block of rays into lanes: sig/del/mid [smax][W], feat [smax][C][W].
-static inline void gather_block(const BlockIn& in, int64_t r0, int nr, int64_t smax, float* sig,
-                                float* del, float* mid, float* feat, float* gw,
-                                const float* gw_src) {
-  const int64_t C = in.C;
-  std::memset(sig, 0, sizeof(float) * smax * W);
-  std::memset(del, 0, sizeof(float) * smax * W);
-  std::memset(mid, 0, sizeof(float) * smax * W);
-  std::memset(feat, 0, sizeof(float) * smax * C * W);
-  if (gw) std::memset(gw, 0, sizeof(float) * smax * W);
-  for (int l = 0; l < nr; ++l) {
+N3D_INLINE void block_rays(const BlockIn& in, int64_t r0, int nr, Rays& b) {
+  b.smax = 0;
+  b.nmin = nr < W ? 0 : INT64_MAX;
+  for (int l = 0; l < W; ++l) {
     const int64_t r = r0 + l;
-    const int64_t off = in.offsets ? in.offsets[r] : r * in.S;
-    const int64_t n = in.counts ? in.counts[r] : in.S;
-    const float* s_ = in.sigma + off;
-    const float* a_ = in.t0 + off;
-    const float* b_ = in.t1 + off;
-    const float* f_ = in.feat + off * C;
-    for (int64_t s = 0; s < n; ++s) {
-      sig[s * W + l] = s_[s];
-      del[s * W + l] = in.unit_delta ? 1.0f : b_[s] - a_[s];
-      mid[s * W + l] = 0.5f * (a_[s] + b_[s]);
-    }
-    for (int64_t s = 0; s < n; ++s)
-      for (int64_t c = 0; c < C; ++c) feat[(s * C + c) * W + l] = f_[s * C + c];
-    if (gw)
-      for (int64_t s = 0; s < n; ++s) gw[s * W + l] = gw_src[off + s];
+    b.off[l] = l < nr ? (in.offsets ? in.offsets[r] : r * in.S) : 0;
+    b.cnt[l] = l < nr ? (in.counts ? in.counts[r] : in.S) : 0;
+    b.smax = b.cnt[l] > b.smax ? b.cnt[l] : b.smax;
+    b.nmin = b.cnt[l] < b.nmin ? b.cnt[l] : b.nmin;
   }
 }
 
-// Forward for rays r0 .. r0+nr-1. scratch: (3 + C) * smax * W + C * W floats.
-static void forward_block(const BlockIn& in, const FwdOut& o, int64_t r0, int nr, int64_t smax,
-                          float* scratch) {
+// Load the tile of samples [s0, s0+W) x `per` values per sample, chunk `k` (W floats of each
+// ray's per*W), into v[0..W) with lanes = rays (after transposing).
+N3D_INLINE void load_tile(vf* v, const float* src, const Rays& b, int64_t s0, int64_t per, int k,
+                          bool full) {
+  if (full) {
+    for (int l = 0; l < W; ++l) v[l] = vload(src + (b.off[l] + s0) * per + k * W);
+  } else {
+    for (int l = 0; l < W; ++l) {
+      float tmp[W] = {0};
+      int64_t m = (b.cnt[l] - s0) * per - k * W;  // valid floats in this chunk
+      m = m < 0 ? 0 : (m > W ? W : m);
+      const float* p = src + (b.off[l] + s0) * per + k * W;
+      for (int64_t q = 0; q < m; ++q) tmp[q] = p[q];
+      v[l] = vload(tmp);
+    }
+  }
+  transpose(v);
+}
+
+// Inverse of load_tile: transposes v in place and writes the valid part of each ray's chunk.
+N3D_INLINE void store_tile(vf* v, float* dst, const Rays& b, int64_t s0, int64_t per, int k,
+                           bool full) {
+  transpose(v);
+  if (full) {
+    for (int l = 0; l < W; ++l) vstore(dst + (b.off[l] + s0) * per + k * W, v[l]);
+  } else {
+    for (int l = 0; l < W; ++l) {
+      int64_t m = (b.cnt[l] - s0) * per - k * W;
+      m = m < 0 ? 0 : (m > W ? W : m);
+      float tmp[W];
+      vstore(tmp, v[l]);
+      float* p = dst + (b.off[l] + s0) * per + k * W;
+      for (int64_t q = 0; q < m; ++q) p[q] = tmp[q];
+    }
+  }
+}
+
+// Zero each ray's samples from s0 on (after early termination).
+N3D_INLINE void zero_from(float* dst, const Rays& b, int64_t s0, int64_t per) {
+  for (int l = 0; l < W; ++l)
+    if (b.cnt[l] > s0)
+      std::memset(dst + (b.off[l] + s0) * per, 0, sizeof(float) * (b.cnt[l] - s0) * per);
+}
+
+// Forward for rays r0 .. r0+nr-1. scratch: at least (2 * C * W + C) * W floats.
+static void forward_block(const BlockIn& in, const FwdOut& o, int64_t r0, int nr,
+                          int64_t /*smax_all*/, float* scratch) {
   const int64_t C = in.C;
-  float* sig = scratch;
-  float* del = sig + smax * W;
-  float* mid = del + smax * W;
-  float* feat = mid + smax * W;
-  float* acc = feat + smax * C * W;
-  gather_block(in, r0, nr, smax, sig, del, mid, feat, nullptr, nullptr);
+  Rays b;
+  block_rays(in, r0, nr, b);
+  float* F = scratch;             // C*W vectors: feature tile, index j*C + c
+  float* acc = F + C * W * W;     // C vectors
   std::memset(acc, 0, sizeof(float) * C * W);
   const vf log_eps = vset(in.log_eps);
   vf logT = vset(0.0f), T = vset(1.0f), depth = vset(0.0f), opac = vset(0.0f);
-  int64_t s_end = smax;
-  for (int64_t s = 0; s < smax; ++s) {
-    if (in.early_stop && s % kCheckEvery == 0 && all_below(logT, log_eps)) {
-      s_end = s;
-      break;
+  vf SG[W], A[W], B[W];
+  int64_t s0 = 0;
+  for (; s0 < b.smax; s0 += W) {
+    if (in.early_stop && all_below(logT, log_eps)) break;
+    const bool full = s0 + W <= b.nmin;
+    load_tile(SG, in.sigma, b, s0, 1, 0, full);
+    load_tile(A, in.t0, b, s0, 1, 0, full);
+    load_tile(B, in.t1, b, s0, 1, 0, full);
+    for (int64_t k = 0; k < C; ++k) {
+      vf tmp[W];
+      load_tile(tmp, in.feat, b, s0, C, (int)k, full);
+      for (int j = 0; j < W; ++j) vstore(F + (k * W + j) * W, tmp[j]);
     }
-    vf tau = vload(sig + s * W) * vload(del + s * W);
-    vf w = T * valpha(tau);
-    w = logT >= log_eps ? w : vset(0.0f);
-    logT = logT - tau;
-    T = vexp(logT);
-    vstore(sig + s * W, w);  // the weight replaces the density in scratch
-    opac += w;
-    depth += w * vload(mid + s * W);
-    const float* fs = feat + s * C * W;
-    for (int64_t c = 0; c < C; ++c) vstore(acc + c * W, vload(acc + c * W) + w * vload(fs + c * W));
+    const int jmax = (int)(b.smax - s0 < W ? b.smax - s0 : W);
+    for (int j = 0; j < jmax; ++j) {
+      const vf dl = in.unit_delta ? vset(1.0f) : B[j] - A[j];
+      const vf tau = SG[j] * dl;
+      vf w = T * valpha(tau);
+      w = logT >= log_eps ? w : vset(0.0f);
+      logT = logT - tau;
+      T = vexp(logT);
+      SG[j] = w;
+      opac += w;
+      depth += w * (vset(0.5f) * (A[j] + B[j]));
+      const float* fj = F + j * C * W;
+      for (int64_t c = 0; c < C; ++c)
+        vstore(acc + c * W, vload(acc + c * W) + w * vload(fj + c * W));
+    }
+    if (o.weights) store_tile(SG, o.weights, b, s0, 1, 0, full);
   }
+  if (o.weights && s0 < b.smax) zero_from(o.weights, b, s0, 1);
   for (int l = 0; l < nr; ++l) {
     const int64_t r = r0 + l;
     o.depth[r] = depth[l];
     o.opacity[r] = opac[l];
     for (int64_t c = 0; c < C; ++c) o.out[r * C + c] = acc[c * W + l];
-    if (o.weights) {
-      const int64_t off = in.offsets ? in.offsets[r] : r * in.S;
-      const int64_t n = in.counts ? in.counts[r] : in.S;
-      for (int64_t s = 0; s < n; ++s) o.weights[off + s] = s < s_end ? sig[s * W + l] : 0.0f;
-    }
   }
 }
 
 // Backward for rays r0 .. r0+nr-1: recomputes transmittance; suffix ("remaining colour") form
 // dL/dtau_k = T_{k+1} g_k - sum_{i>k} w_i g_i, with the suffix taken from the saved outputs.
-// scratch: (4 + C) * smax * W + C * W floats.
+// scratch: at least (2 * C * W + C) * W floats.
 static void backward_block(const BlockIn& in, const BwdIn& g, const BwdOut& o, int64_t r0, int nr,
-                           int64_t smax, float* scratch) {
+                           int64_t /*smax_all*/, float* scratch) {
   const int64_t C = in.C;
-  float* sig = scratch;
-  float* del = sig + smax * W;
-  float* mid = del + smax * W;
-  float* gw = mid + smax * W;
-  float* feat = gw + smax * W;
-  float* gob = feat + smax * C * W;
-  gather_block(in, r0, nr, smax, sig, del, mid, feat, g.g_weights ? gw : nullptr, g.g_weights);
-  // per-ray constants in lanes
-  std::memset(gob, 0, sizeof(float) * C * W);
-  float tot[NEURAL3D_W] = {0}, gd[NEURAL3D_W] = {0}, gop[NEURAL3D_W] = {0};
+  Rays b;
+  block_rays(in, r0, nr, b);
+  float* F = scratch;          // C*W vectors
+  float* GO = F + C * W * W;   // C vectors: dL/dout per ray
+  std::memset(GO, 0, sizeof(float) * C * W);
+  float tot[W] = {0}, gd[W] = {0}, gop[W] = {0};
   for (int l = 0; l < nr; ++l) {
     const int64_t r = r0 + l;
     double t = g.g_depth[r] * (double)g.depth[r] + g.g_opacity[r] * (double)g.opacity[r];
     for (int64_t c = 0; c < C; ++c) {
-      gob[c * W + l] = g.g_out[r * C + c];
+      GO[c * W + l] = g.g_out[r * C + c];
       t += (double)g.g_out[r * C + c] * g.out[r * C + c];
     }
     tot[l] = (float)t;
@@ -181,55 +249,81 @@ static void backward_block(const BlockIn& in, const BwdIn& g, const BwdOut& o, i
   const vf log_eps = vset(in.log_eps);
   const vf vgd = vload(gd), vgop = vload(gop);
   vf total = vload(tot);
+  vf SG[W], A[W], B[W], GW[W];
   if (g.g_weights) {  // the weights' own gradient adds sum_i w_i gw_i to the total: one more scan
     vf logT = vset(0.0f), T = vset(1.0f), extra = vset(0.0f);
-    for (int64_t s = 0; s < smax; ++s) {
-      if (in.early_stop && s % kCheckEvery == 0 && all_below(logT, log_eps)) break;
-      vf tau = vload(sig + s * W) * vload(del + s * W);
-      vf w = T * valpha(tau);
-      w = logT >= log_eps ? w : vset(0.0f);
-      logT = logT - tau;
-      T = vexp(logT);
-      extra += w * vload(gw + s * W);
+    for (int64_t s0 = 0; s0 < b.smax; s0 += W) {
+      if (in.early_stop && all_below(logT, log_eps)) break;
+      const bool full = s0 + W <= b.nmin;
+      load_tile(SG, in.sigma, b, s0, 1, 0, full);
+      load_tile(A, in.t0, b, s0, 1, 0, full);
+      load_tile(B, in.t1, b, s0, 1, 0, full);
+      load_tile(GW, g.g_weights, b, s0, 1, 0, full);
+      const int jmax = (int)(b.smax - s0 < W ? b.smax - s0 : W);
+      for (int j = 0; j < jmax; ++j) {
+        const vf dl = in.unit_delta ? vset(1.0f) : B[j] - A[j];
+        const vf tau = SG[j] * dl;
+        vf w = T * valpha(tau);
+        w = logT >= log_eps ? w : vset(0.0f);
+        logT = logT - tau;
+        T = vexp(logT);
+        extra += w * GW[j];
+      }
     }
     total += extra;
   }
   vf logT = vset(0.0f), T = vset(1.0f), prefix = vset(0.0f);
-  int64_t s_end = smax;
-  for (int64_t s = 0; s < smax; ++s) {
-    if (in.early_stop && s % kCheckEvery == 0 && all_below(logT, log_eps)) {
-      s_end = s;
-      break;
+  int64_t s0 = 0;
+  for (; s0 < b.smax; s0 += W) {
+    if (in.early_stop && all_below(logT, log_eps)) break;
+    const bool full = s0 + W <= b.nmin;
+    load_tile(SG, in.sigma, b, s0, 1, 0, full);
+    load_tile(A, in.t0, b, s0, 1, 0, full);
+    load_tile(B, in.t1, b, s0, 1, 0, full);
+    if (g.g_weights) load_tile(GW, g.g_weights, b, s0, 1, 0, full);
+    for (int64_t k = 0; k < C; ++k) {
+      vf tmp[W];
+      load_tile(tmp, in.feat, b, s0, C, (int)k, full);
+      for (int j = 0; j < W; ++j) vstore(F + (k * W + j) * W, tmp[j]);
     }
-    vf dl = vload(del + s * W);
-    vf tau = vload(sig + s * W) * dl;
-    vi active = logT >= log_eps;
-    vf w = T * valpha(tau);
-    w = active ? w : vset(0.0f);
-    logT = logT - tau;
-    vf Tn = vexp(logT);
-    vf gi = vgd * vload(mid + s * W) + vgop;
-    if (g.g_weights) gi += vload(gw + s * W);
-    float* fs = feat + s * C * W;
-    for (int64_t c = 0; c < C; ++c) {
-      vf goc = vload(gob + c * W);
-      gi += goc * vload(fs + c * W);
-      vstore(fs + c * W, w * goc);  // d out_c / d feat = w_i: replaces the feature in scratch
+    const int jmax = (int)(b.smax - s0 < W ? b.smax - s0 : W);
+    for (int j = 0; j < jmax; ++j) {
+      const vf dl = in.unit_delta ? vset(1.0f) : B[j] - A[j];
+      const vf tau = SG[j] * dl;
+      const vi active = logT >= log_eps;
+      vf w = T * valpha(tau);
+      w = active ? w : vset(0.0f);
+      logT = logT - tau;
+      const vf Tn = vexp(logT);
+      vf gi = vgd * (vset(0.5f) * (A[j] + B[j])) + vgop;
+      if (g.g_weights) gi += GW[j];
+      float* fj = F + j * C * W;
+      for (int64_t c = 0; c < C; ++c) {
+        const vf goc = vload(GO + c * W);
+        gi += goc * vload(fj + c * W);
+        vstore(fj + c * W, w * goc);  // d out_c / d feat = w_i: replaces the feature in place
+      }
+      prefix += w * gi;
+      const vf gtau = Tn * gi - (total - prefix);
+      SG[j] = active ? gtau * dl : vset(0.0f);
+      T = Tn;
     }
-    prefix += w * gi;
-    vf gtau = Tn * gi - (total - prefix);
-    gtau = active ? gtau : vset(0.0f);
-    vstore(sig + s * W, gtau * dl);
-    T = Tn;
+    for (int j = jmax; j < W; ++j) SG[j] = vset(0.0f);
+    store_tile(SG, o.g_sigma, b, s0, 1, 0, full);
+    for (int64_t k = 0; k < C; ++k) {
+      vf tmp[W];
+      for (int j = 0; j < W; ++j) tmp[j] = vload(F + (k * W + j) * W);
+      store_tile(tmp, o.g_feat, b, s0, C, (int)k, full);
+    }
   }
-  for (int l = 0; l < nr; ++l) {
-    const int64_t r = r0 + l;
-    const int64_t off = in.offsets ? in.offsets[r] : r * in.S;
-    const int64_t n = in.counts ? in.counts[r] : in.S;
-    for (int64_t s = 0; s < n; ++s) o.g_sigma[off + s] = s < s_end ? sig[s * W + l] : 0.0f;
-    float* gf = o.g_feat + off * C;
-    for (int64_t s = 0; s < n; ++s)
-      for (int64_t c = 0; c < C; ++c)
-        gf[s * C + c] = s < s_end ? feat[(s * C + c) * W + l] : 0.0f;
+  if (s0 < b.smax) {
+    zero_from(o.g_sigma, b, s0, 1);
+    zero_from(o.g_feat, b, s0, C);
   }
 }
+
+#undef N3D_INLINE
+#undef N3D_LO
+#undef N3D_HI
+#undef N3D_LOG2W
+#undef N3D_SHUF

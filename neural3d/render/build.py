@@ -26,7 +26,7 @@ CUDA_NAME = "neural3d_composite_cuda"
 CPU_SOURCES = ("composite_cpu.cpp",)
 CUDA_SOURCES = ("composite_cuda.cu", "composite_cuda_bind.cpp")
 HEADERS = ("composite_simd.h",)
-CPU_CFLAGS = ("-O3", "-fno-math-errno", "-Wno-psabi")
+CPU_CFLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=fast", "-Wno-psabi")
 CUDA_CFLAGS = ("-O3",)
 DEFAULT_CUDA_HOME = "/usr/local/cuda"
 DEFAULT_ARCH_LIST = "8.0;9.0"

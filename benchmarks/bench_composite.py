@@ -1,0 +1,276 @@
+"""Benchmark the compositing backends (torch reference, C++ CPU kernel, CUDA kernel, nerfacc).
+
+    python benchmarks/bench_composite.py                 # CPU, 2 threads, 4096 x 128 x 3, fp32
+    python benchmarks/bench_composite.py --json          # the same numbers as JSON
+    python benchmarks/bench_composite.py --device cuda   # on a GPU
+
+Columns: forward ms, forward+backward ms (median of --repeat runs after warm-up), samples/s of
+forward+backward, speed-up against the torch reference measured in the same run, memory the
+autograd graph saves for the backward beyond the inputs ("saved"), the peak memory the backward
+itself adds ("bwd peak": resident-set high-water mark on CPU, allocator peak on CUDA; it includes
+the gradients of densities and features, which every backend must produce), and the share of
+the memory-bandwidth bound reached.
+
+Bandwidth model (bytes per sample, fp32, C channels): the forward must read density, t_start,
+t_end and C features: 12 + 4C bytes; the backward reads them again and writes the gradients of
+density and features: 16 + 8C bytes; forward+backward: 28 + 12C bytes (64 B for C = 3). The
+bandwidth is measured in the same run with a large tensor copy (read + write). "% BW" is
+(bytes / bandwidth) / measured time: 100 % would be a kernel limited by memory alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neural3d.render import backend as render_backend  # noqa: E402
+from neural3d.render import composite, composite_packed  # noqa: E402
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeat, warmup=2):
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    ts = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        ts.append(time.perf_counter() - start)
+    return statistics.median(ts) * 1e3
+
+
+def measure_bandwidth(device, mbytes=256, repeat=5):
+    n = mbytes * 2**20 // 4
+    src = torch.rand(n, device=device)
+    dst = torch.empty_like(src)
+    def copy():
+        dst.copy_(src)
+
+    ms = min(timed(copy, device, 1, warmup=1) for _ in range(repeat))
+    return 2 * n * 4 / (ms / 1e3)  # bytes/s, read + write
+
+
+def _rss_kb():
+    return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def _hwm_kb():
+    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def _reset_hwm() -> bool:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def make_inputs(r, s, c, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sig = (torch.rand(r, s, generator=g) * 2.0).to(device)
+    t = torch.linspace(0.0, 4.0, s + 1).expand(r, s + 1)
+    t0, t1 = t[:, :-1].contiguous().to(device), t[:, 1:].contiguous().to(device)
+    feat = torch.rand(r, s, c, generator=g).to(device)
+    return sig, t0, t1, feat
+
+
+def make_runner(name, layout, inputs, bg):
+    sig, t0, t1, feat = inputs
+    r, s = sig.shape
+    if layout == "packed":
+        counts = torch.full((r,), s, dtype=torch.long, device=sig.device)
+        offsets = torch.arange(r, device=sig.device) * s
+        p_sig, p_t0, p_t1 = sig.reshape(-1), t0.reshape(-1), t1.reshape(-1)
+        p_feat = feat.reshape(r * s, -1)
+
+    if name == "nerfacc":
+        from nerfacc import accumulate_along_rays, render_weight_from_density
+
+        mids = (0.5 * (t0 + t1))[..., None]
+
+        def forward(x, f):
+            w, _, _ = render_weight_from_density(t0, t1, x)
+            op = accumulate_along_rays(w, None)
+            out = accumulate_along_rays(w, f) + (1.0 - op) * bg
+            return out, accumulate_along_rays(w, mids)[..., 0], op[..., 0]
+    elif layout == "padded":
+        def forward(x, f):
+            res = composite(x, f, t0, t1, background=bg, backend=name)
+            return res.features, res.depth, res.opacity
+    else:
+        def forward(x, f):
+            res = composite_packed(x, f, p_t0, p_t1, offsets, counts, background=bg,
+                                   backend=name)
+            return res.features, res.depth, res.opacity
+
+    base = (p_sig, p_feat) if layout == "packed" else (sig, feat)
+    x_ng, f_ng = base
+    x_g, f_g = (t.clone().requires_grad_() for t in base)
+
+    def run_fwd():
+        with torch.no_grad():
+            return forward(x_ng, f_ng)
+
+    def run_fwd_bwd():
+        x_g.grad = None
+        f_g.grad = None
+        out, depth, op = forward(x_g, f_g)
+        (out.sum() + depth.sum() + op.sum()).backward()
+
+    def memory():
+        """(saved MB beyond inputs, backward peak MB)."""
+        x_g.grad = None
+        f_g.grad = None
+        inputs_ptrs = {t.untyped_storage().data_ptr() for t in (x_g, f_g, *inputs)}
+        saved: dict[int, int] = {}
+
+        def pack(t):
+            st = t.untyped_storage()
+            if st.data_ptr() not in inputs_ptrs:
+                saved[st.data_ptr()] = st.nbytes()
+            return t
+
+        gc.collect()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out, depth, op = forward(x_g, f_g)
+        loss = out.sum() + depth.sum() + op.sum()
+        dev = x_g.device
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            loss.backward()
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() - before
+        else:
+            before = _rss_kb()
+            ok = _reset_hwm()
+            loss.backward()
+            peak = (_hwm_kb() - before) * 1024 if ok else float("nan")
+        return sum(saved.values()) / 2**20, max(peak, 0) / 2**20
+
+    return run_fwd, run_fwd_bwd, memory
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rays", type=int, default=4096)
+    p.add_argument("--samples", type=int, default=128)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=15)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--layouts", default="padded,packed")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON only")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    r, s, c = args.rays, args.samples, args.channels
+    native = "cuda" if device.type == "cuda" else "cpp"
+    backends = ["torch", native]
+    notes = []
+    try:
+        import nerfacc  # noqa: F401
+
+        if device.type == "cpu":
+            backends.append("nerfacc")
+    except Exception as exc:
+        notes.append(f"nerfacc not available ({type(exc).__name__}: {exc}); column skipped")
+    _, mod = render_backend.select(device, native)
+    if mod is None:
+        notes.append(f"{native} backend unavailable: {render_backend.describe()['unavailable']}")
+        backends.remove(native)
+
+    bandwidth = measure_bandwidth(device)
+    bytes_fwd = 12 + 4 * c
+    bytes_fb = 28 + 12 * c
+    inputs = make_inputs(r, s, c, device)
+    bg = torch.ones(c, device=device)
+    rows = []
+    for layout in args.layouts.split(","):
+        ref_fwd = ref_fb = None
+        for name in backends:
+            if name == "nerfacc" and layout != "padded":
+                continue  # nerfacc's packed functions need CUDA
+            run_fwd, run_fb, memory = make_runner(name, layout, inputs, bg)
+            fwd = timed(run_fwd, device, args.repeat)
+            fb = timed(run_fb, device, args.repeat)
+            saved_mb, peak_mb = memory()
+            if name == "torch":
+                ref_fwd, ref_fb = fwd, fb
+            n = r * s
+            rows.append({
+                "backend": name + (f" ({mod.simd_isa()})" if name == native and mod else ""),
+                "layout": layout,
+                "shape": f"{r}x{s}x{c}",
+                "fwd_ms": round(fwd, 3),
+                "fwd_bwd_ms": round(fb, 3),
+                "msamples_per_s": round(n / (fb / 1e3) / 1e6, 1),
+                "speedup_fwd_vs_torch": round(ref_fwd / fwd, 2) if ref_fwd else None,
+                "speedup_fwd_bwd_vs_torch": round(ref_fb / fb, 2) if ref_fb else None,
+                "saved_mb": round(saved_mb, 2),
+                "bwd_peak_mb": round(peak_mb, 2),
+                "pct_bw_bound_fwd": round(100 * n * bytes_fwd / bandwidth / (fwd / 1e3), 1),
+                "pct_bw_bound_fwd_bwd": round(100 * n * bytes_fb / bandwidth / (fb / 1e3), 1),
+            })
+    meta = {
+        "device": str(device),
+        "threads": args.threads,
+        "dtype": "float32",
+        "torch": torch.__version__,
+        "bandwidth_gb_s": round(bandwidth / 1e9, 2),
+        "bytes_per_sample_fwd": bytes_fwd,
+        "bytes_per_sample_fwd_bwd": bytes_fb,
+        "notes": notes,
+    }
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"compositing, {device}, {args.threads} threads, fp32, {r} rays x {s} "
+                        f"samples x {c} channels (median of {args.repeat})")
+    cols = [("backend", "backend"), ("layout", "layout"), ("fwd ms", "fwd_ms"),
+            ("fwd+bwd ms", "fwd_bwd_ms"), ("Msamples/s", "msamples_per_s"),
+            ("x torch fwd", "speedup_fwd_vs_torch"), ("x torch f+b", "speedup_fwd_bwd_vs_torch"),
+            ("saved MB", "saved_mb"), ("bwd peak MB", "bwd_peak_mb"),
+            ("% BW fwd", "pct_bw_bound_fwd"), ("% BW f+b", "pct_bw_bound_fwd_bwd")]
+    for title, _ in cols:
+        table.add_column(title, justify="left" if title in ("backend", "layout") else "right")
+    for row in rows:
+        table.add_row(*(str(row[k]) for _, k in cols))
+    console = Console()
+    console.print(table)
+    console.print(f"copy bandwidth {meta['bandwidth_gb_s']} GB/s; bytes/sample model: forward "
+                  f"{bytes_fwd} B, forward+backward {bytes_fb} B (12+4C, 28+12C)")
+    for note in notes:
+        console.print(f"note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
