@@ -185,12 +185,23 @@ class UNet(nn.Module):
                     blocks.append(Upsample(ch))
                     res *= 2
                 self.up.append(TimestepBlockSeq(blocks))
+        self.feature_channels = ch
         self.out = nn.Sequential(norm(ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(ch, self.out_channels, 3, padding=1)))
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
+        if y is not None and not self.num_classes:
+            raise ValueError("this UNet was built without num_classes")
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        return self.out(self.features(x, self.embed(t, y), cond=cond))
+
+    def features(self, x: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor | None = None,
+                 add: torch.Tensor | None = None) -> torch.Tensor:
+        """Last feature map before the output head; ``add`` is added after the input conv (the
+        hook Matryoshka Diffusion uses to feed the outer encoder's features in)."""
         if x.shape[-1] % self.downsample_factor or x.shape[-2] % self.downsample_factor:
             raise ValueError(f"input size {tuple(x.shape[-2:])} must be divisible by "
                              f"{self.downsample_factor}")
@@ -200,12 +211,9 @@ class UNet(nn.Module):
             x = torch.cat([x, cond.to(x)], 1)
         elif cond is not None:
             raise ValueError("this UNet was built without cond_channels")
-        if y is not None and not self.num_classes:
-            raise ValueError("this UNet was built without num_classes")
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
-        emb = self.embed(t, y)
         h = self.in_conv(x)
+        if add is not None:
+            h = h + add
         hs = [h]
         for block in self.down:
             h = block(h, emb)
@@ -213,4 +221,4 @@ class UNet(nn.Module):
         h = self.mid(h, emb)
         for block in self.up:
             h = block(torch.cat([h, hs.pop()], 1), emb)
-        return self.out(h)
+        return h
