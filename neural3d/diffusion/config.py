@@ -1,0 +1,99 @@
+"""Experiment configs of the 2D diffusion models (YAML files ``configs/diffusion_*.yaml``).
+
+Plain dataclasses read by :func:`neural3d.config.load_config`; the run section is translated
+into the shared trainer's ``TrainConfig`` by the command layer (this package does not import
+``neural3d.train``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/toy_diffusion"   # toy renders are written here when missing
+    categories: list[str] = field(default_factory=lambda: ["cars", "chairs"])  # label = index
+    objects: int = 32                   # training objects per category
+    views: int = 24                     # views per object
+    res: int = 32                       # image resolution (the model's)
+    supersample: int = 2                # anti-aliasing of the toy renderer
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "unet"                  # unet | dit | mdm | fdm
+    # U-Net (also the inner U-Net of mdm and the f-DM denoiser)
+    channels: int = 64
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_res_blocks: int = 2
+    attention_resolutions: list[int] = field(default_factory=lambda: [8])
+    dropout: float = 0.0
+    # DiT
+    patch: int = 2
+    dim: int = 256
+    depth: int = 6
+    heads: int = 4
+    # Matryoshka Diffusion: resolutions high -> low (the first must equal data.res)
+    mdm_resolutions: list[int] = field(default_factory=lambda: [64, 32])
+    shell_channels: list[int] = field(default_factory=lambda: [32])
+    shell_blocks: int = 1
+    mdm_loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    grow_at: list[int] = field(default_factory=list)   # progressive training steps
+    # f-DM
+    fdm_stages: int = 3
+    fdm_transform: str = "downsample"   # downsample | blur
+
+
+@dataclass
+class DiffusionConfig:
+    schedule: str = "cosine"            # cosine | linear
+    num_steps: int = 0                  # 0 = continuous time, N = discrete table of N steps
+    shift: float = 1.0                  # resolution shift (snr / shift^2)
+    parameterization: str = "v"         # eps | x0 | v   (f-DM always predicts x0)
+    weighting: str = "native"           # native | eps | v | x0 | min_snr
+    min_snr_gamma: float = 5.0
+    cond_drop: float = 0.1              # label dropout to the null label (CFG training)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    batch: int = 32
+    weight_decay: float = 0.0
+    warmup: int = 100
+
+
+@dataclass
+class RunConfig:
+    steps: int = 2000
+    seed: int = 0
+    out_dir: str = "runs/diffusion_toy"
+    log_every: int = 20
+    ckpt_every: int = 500
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    progress: bool = True
+    tensorboard: bool = True
+    resume: str = "auto"
+    threads: int = 0                    # torch CPU threads (0 = torch default); on a shared
+                                        # CPU, 1 thread per process avoids oversubscription
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "ddim"
+    steps: int = 50
+    cfg: float = 3.0
+
+
+@dataclass
+class DiffusionExperiment:
+    name: str = "diffusion_toy"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)

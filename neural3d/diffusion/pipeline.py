@@ -1,0 +1,117 @@
+"""One object per experiment: network + schedule + loss + sampling, for every model kind.
+
+``DiffusionPipeline(exp)`` builds the network of ``exp.model.kind`` (``unet``, ``dit``, ``mdm``,
+``fdm``) for images in ``[-1, 1]`` with class labels ``0..num_classes-1`` (null label
+``num_classes``). ``forward(x0, y, generator, step)`` returns ``(loss, parts)`` (so the shared
+trainer can wrap it, DDP included); ``generate(n, y, sampler, steps, cfg_scale, generator)``
+returns images in ``[-1, 1]`` at ``exp.data.res``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from neural3d.diffusion.config import DiffusionExperiment
+from neural3d.diffusion.dit import DiT
+from neural3d.diffusion.fdm import FDM
+from neural3d.diffusion.guidance import classifier_free_guidance
+from neural3d.diffusion.mdm import MatryoshkaDiffusion, NestedUNet, active_levels
+from neural3d.diffusion.parameterization import diffusion_loss
+from neural3d.diffusion.samplers import sample as run_sampler
+from neural3d.diffusion.schedules import make_schedule
+from neural3d.diffusion.unet import UNet, drop_labels
+
+KINDS = ("unet", "dit", "mdm", "fdm")
+
+
+class DiffusionPipeline(nn.Module):
+    def __init__(self, exp: DiffusionExperiment, num_classes: int | None = None,
+                 in_channels: int = 3):
+        super().__init__()
+        m, d = exp.model, exp.diffusion
+        if m.kind not in KINDS:
+            raise ValueError(f"model.kind '{m.kind}' unknown (use one of {KINDS})")
+        self.exp = exp
+        self.kind = m.kind
+        self.num_classes = len(exp.data.categories) if num_classes is None else num_classes
+        self.res, self.in_channels = exp.data.res, in_channels
+        self.schedule = make_schedule(d.schedule, d.num_steps, d.shift)
+        unet_kw = dict(channels=m.channels, channel_mult=tuple(m.channel_mult),
+                       num_res_blocks=m.num_res_blocks,
+                       attention_resolutions=tuple(m.attention_resolutions), dropout=m.dropout)
+        self.mdm = self.fdm = None
+        if m.kind == "unet" or m.kind == "fdm":
+            self.net = UNet(in_channels, resolution=self.res, num_classes=self.num_classes,
+                            **unet_kw)
+            if m.kind == "fdm":
+                self.fdm = FDM(self.schedule, m.fdm_stages, m.fdm_transform,
+                               weighting=d.weighting if d.weighting != "native" else "min_snr",
+                               min_snr_gamma=d.min_snr_gamma)
+        elif m.kind == "dit":
+            self.net = DiT(in_channels, resolution=self.res, patch=m.patch, dim=m.dim,
+                           depth=m.depth, heads=m.heads, num_classes=self.num_classes)
+        else:
+            if m.mdm_resolutions[0] != self.res:
+                raise ValueError(f"model.mdm_resolutions[0] ({m.mdm_resolutions[0]}) must equal "
+                                 f"data.res ({self.res})")
+            self.net = NestedUNet(in_channels, m.mdm_resolutions, m.shell_channels,
+                                  m.shell_blocks, inner={**unet_kw, "dropout": m.dropout},
+                                  num_classes=self.num_classes, dropout=m.dropout)
+            self.mdm = MatryoshkaDiffusion(self.net, self.schedule, d.parameterization,
+                                           loss_weights=m.mdm_loss_weights,
+                                           weighting=d.weighting, min_snr_gamma=d.min_snr_gamma)
+        self.null_label = self.num_classes
+
+    def forward(self, x0: torch.Tensor, y: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, step: int = 0):
+        d = self.exp.diffusion
+        if y is not None:
+            y = drop_labels(y, d.cond_drop, self.null_label, generator)
+        if self.kind == "mdm":
+            levels = active_levels(step, self.exp.model.grow_at, self.net.num_levels)
+            return self.mdm.loss(x0, y=y, levels=levels, generator=generator)
+        if self.kind == "fdm":
+            return self.fdm.loss(self.net, x0, generator=generator, y=y)
+        loss = diffusion_loss(self.net, x0, self.schedule, d.parameterization, d.weighting,
+                              d.min_snr_gamma, generator=generator, y=y)
+        return loss, {}
+
+    @torch.no_grad()
+    def generate(self, n: int, y: torch.Tensor | None = None, sampler: str = "ddim",
+                 steps: int = 50, cfg_scale: float = 1.0,
+                 generator: torch.Generator | None = None, progress: bool = False,
+                 **kwargs) -> torch.Tensor:
+        """``n`` images ``[n, C, res, res]`` in ``[-1, 1]`` (clipped)."""
+        dev = next(self.parameters()).device
+        if y is not None:
+            y = y.to(dev)
+        null = torch.full((n,), self.null_label, dtype=torch.long, device=dev)
+        if self.kind != "fdm":
+            kwargs.setdefault("thresholding", "clip")
+        if self.kind == "mdm":
+            outs = self.mdm.sample(n, sampler=sampler, steps=steps, y=y, cfg_scale=cfg_scale,
+                                   generator=generator, device=dev, progress=progress, **kwargs)
+            return outs[0].clamp(-1, 1)
+        if self.kind == "fdm":
+            if sampler not in ("ddim", "ddpm"):
+                raise ValueError("f-DM samples with 'ddim' (eta=0) or 'ddpm' (eta=1)")
+            eta = kwargs.pop("eta", 1.0 if sampler == "ddpm" else 0.0)
+            out = self.fdm.sample(self.net, n, self.in_channels, self.res, steps=steps, eta=eta,
+                                  model_kwargs={"y": y} if y is not None else {},
+                                  cfg_scale=cfg_scale if y is not None else 1.0,
+                                  uncond={"y": null}, generator=generator, device=dev,
+                                  thresholding="clip")
+            return out.clamp(-1, 1)
+        model = self.net
+        cond = {}
+        if y is not None:
+            cond = {"y": y}
+            if cfg_scale != 1.0:
+                model = classifier_free_guidance(self.net, cfg_scale, {"y": null})
+        out = run_sampler(model, (n, self.in_channels, self.res, self.res), self.schedule,
+                          sampler=sampler, steps=steps,
+                          parameterization=self.exp.diffusion.parameterization,
+                          model_kwargs=cond, generator=generator, device=dev,
+                          progress=progress, **kwargs)
+        return out.clamp(-1, 1)
