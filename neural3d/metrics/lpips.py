@@ -32,13 +32,17 @@ def build_lpips(net: str = "vgg", backbone_weights: str | Path | None = None,
 
     if net not in BACKBONE_FILES:
         raise ValueError(f"LPIPS net must be one of {sorted(BACKBONE_FILES)}, got {net!r}")
-    model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+    path = Path(backbone_weights) if backbone_weights else backbone_path(net)
+    if not random_backbone and not path.is_file():  # checked before building anything
+        raise FileNotFoundError(
+            f"LPIPS-{net} needs the torchvision backbone weights {path.name}, not found at "
+            f"{path} (they cannot be downloaded offline; copy the file there or pass its path)")
+    import warnings
+
+    with warnings.catch_warnings():  # lpips calls torchvision with the deprecated pretrained=
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
     if not random_backbone:
-        path = Path(backbone_weights) if backbone_weights else backbone_path(net)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"LPIPS-{net} needs the torchvision backbone weights {path.name}, not found at "
-                f"{path} (they cannot be downloaded offline; copy the file there or pass its path)")
         import torchvision
 
         tv = torchvision.models.alexnet() if net == "alex" else torchvision.models.vgg16()

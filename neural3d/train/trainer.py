@@ -113,6 +113,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if (
             self.use_amp and self.amp_dtype == torch.float16) else None
         self.step = 0
+        self.stopped_early = False
         self.history: list[dict[str, float]] = []
         self.generators: dict[str, torch.Generator] = {}
         self.extra_state: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}
@@ -278,13 +279,16 @@ class Trainer:
 
     def fit(self, step_fn: Callable[[int], Mapping[str, Any]], steps: int | None = None,
             eval_fn: Callable[[int], Mapping[str, Any]] | None = None,
+            stop_fn: Callable[[int], bool] | None = None,
             ) -> list[dict[str, float]]:
         """Run ``step_fn(step)`` from ``self.step`` to ``steps`` (default ``cfg.steps``).
 
         ``step_fn`` returns a dict of scalars that contains ``loss`` (and optionally ``psnr``);
         unless the trainer was built with ``optimizer=None`` the trainer does backward, clipping,
         the optimiser/scheduler step and EMA. ``eval_fn(step)`` may return scalars and images
-        (tensors ``[H,W,3]``) logged to TensorBoard. Returns the history of logged scalars.
+        (tensors ``[H,W,3]``) logged to TensorBoard. ``stop_fn(step)`` returning True ends
+        training early after that step (e.g. a time budget); the checkpoint is then written as
+        at the end. Returns the history of logged scalars.
         """
         total = int(steps if steps is not None else self.cfg.steps)
         self._write_run_json("running")
@@ -356,6 +360,9 @@ class Trainer:
                 if ckpt_every and self.step % ckpt_every == 0 and self.step < total:
                     self.save()
                     self._last_good_step = self.step
+                if stop_fn is not None and stop_fn(self.step):
+                    self.stopped_early = self.step < total
+                    break
         finally:
             if bar is not None:
                 bar.close()

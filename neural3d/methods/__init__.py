@@ -1,0 +1,1 @@
+"""Methods built on fields, renderer and trainer: single-object fitting (:mod:`.fit`)."""

@@ -1,0 +1,147 @@
+"""SSDNeRF model: shared triplane decoder + 2D diffusion U-Net over stacked triplanes.
+
+Latents are ``[B, 3, C, R, R]`` (planes xy, xz, yz as in :mod:`neural3d.fields.triplane`); the
+U-Net sees them as images ``[B, 3C, R, R]``. The latents themselves are not parameters of this
+module (they live in a :class:`~neural3d.methods.ssdnerf.latents.LatentCache`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from neural3d.diffusion import make_schedule
+from neural3d.diffusion.parameterization import target as diffusion_target
+from neural3d.diffusion.unet import UNet
+from neural3d.fields.triplane import TriplaneField
+from neural3d.methods.ssdnerf.config import SSDNeRFConfig
+from neural3d.render import RendererConfig, VolumeRenderer
+
+
+class SSDNeRFModel(nn.Module):
+    def __init__(self, cfg: SSDNeRFConfig):
+        super().__init__()
+        m, d = cfg.model, cfg.diffusion
+        self.cfg = cfg
+        self.C, self.R = m.plane_channels, m.plane_res
+        self.field = TriplaneField(resolution=m.plane_res, channels=m.plane_channels,
+                                   hidden=m.decoder_hidden, layers=m.decoder_layers,
+                                   aabb=list(m.aabb), learn_planes=False,
+                                   density_activation=m.density_activation)
+        self.unet = UNet(in_channels=3 * m.plane_channels, channels=m.unet_channels,
+                         channel_mult=tuple(m.unet_mult), num_res_blocks=m.unet_blocks,
+                         attention_resolutions=tuple(m.unet_attention), resolution=m.plane_res,
+                         dropout=m.unet_dropout)
+        self.renderer = VolumeRenderer(RendererConfig(
+            n_samples=m.n_samples, aabb=tuple(m.aabb), background=tuple(m.background)))
+        self.schedule = make_schedule(d.schedule, d.num_steps)
+        self.kind, self.snr_power = d.parameterization, d.snr_power
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        return (3, self.C, self.R, self.R)
+
+    def to_image(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.reshape(latents.shape[0], 3 * self.C, self.R, self.R)
+
+    def from_image(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], 3, self.C, self.R, self.R)
+
+    # ------------------------------------------------------------------ rendering
+    def render_rays(self, latents: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
+                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``latents [B,3,C,R,R]``, rays ``[B, N, 3]`` -> ``rgb [B, N, 3]``, ``opacity [B, N]``."""
+        B, N = origins.shape[:2]
+
+        def fld(pos, _dirs):
+            S = pos.shape[1]
+            sigma, rgb = self.field(pos.reshape(B, N, S, 3), planes=latents)
+            return sigma.reshape(B * N, S), rgb.reshape(B * N, S, -1)
+
+        out = self.renderer(fld, origins.reshape(-1, 3), dirs.reshape(-1, 3),
+                            generator=generator)
+        return {"rgb": out["rgb"].reshape(B, N, 3), "opacity": out["opacity"].reshape(B, N)}
+
+    @torch.no_grad()
+    def render_views(self, latent: torch.Tensor, cams, chunk: int = 4096) -> torch.Tensor:
+        """One latent ``[1,3,C,R,R]`` (or ``[3,C,R,R]``) at every camera -> ``[V, H, W, 3]``."""
+        if latent.dim() == 4:
+            latent = latent[None]
+        was = self.training
+        self.eval()
+        o, d = cams.pixel_rays()
+        V, H, W = o.shape[:3]
+        o, d = o.reshape(-1, 3).to(latent), d.reshape(-1, 3).to(latent)
+        rgb = torch.cat([self.render_rays(latent, o[None, i:i + chunk], d[None, i:i + chunk])
+                         ["rgb"][0] for i in range(0, o.shape[0], chunk)])
+        self.train(was)
+        return rgb.reshape(V, H, W, 3).clamp(0, 1)
+
+    # ------------------------------------------------------------------ diffusion
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(x_t, t)
+
+    def diffusion_loss(self, latents: torch.Tensor, generator: torch.Generator | None = None,
+                       reduce: bool = True) -> torch.Tensor:
+        """Denoising loss of ``latents`` with SSDNeRF's weighting: uniform ``t``; the native
+        (v) MSE rescaled so that the x0-space weight is ``snr ** omega``. Its gradient flows
+        into ``latents`` unless the caller detaches them."""
+        x0 = self.to_image(latents)
+        B = x0.shape[0]
+        t = self.schedule.sample_t(B, generator=generator)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        alpha, sigma = self.schedule.alpha_sigma(t.double())
+        snr = (alpha ** 2 / sigma ** 2).float().to(x0.device)
+        a = alpha.float().to(x0.device).view(-1, 1, 1, 1)
+        s = sigma.float().to(x0.device).view(-1, 1, 1, 1)
+        x_t = a * x0 + s * noise
+        pred = self.unet(x_t, t.to(x0.device, torch.float32))
+        tgt = diffusion_target(self.kind, x0, noise, a, s)
+        mse = (pred - tgt).pow(2).flatten(1).mean(1)
+        native = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1}[self.kind]
+        per = mse * snr.pow(self.snr_power) / native
+        return per.mean() if reduce else per
+
+    def forward(self, latents: torch.Tensor, origins: torch.Tensor | None, dirs: torch.Tensor |
+                None, target: torch.Tensor | None, diffusion_input: torch.Tensor | None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Training losses (called through the trainer's (DDP) wrapper): rendering MSE of the
+        rays (skipped when ``origins`` is None) and the diffusion loss of ``diffusion_input``
+        (skipped when None)."""
+        out: dict[str, torch.Tensor] = {}
+        if origins is not None:
+            rgb = self.render_rays(latents, origins, dirs, generator)["rgb"]
+            out["render_mse"] = (rgb - target).pow(2).mean()
+        if diffusion_input is not None:
+            out["diffusion"] = self.diffusion_loss(diffusion_input, generator)
+        return out
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, num: int, generator: torch.Generator | None = None, guidance=None,
+               steps: int | None = None, sampler: str | None = None,
+               x_T: torch.Tensor | None = None, device=None) -> torch.Tensor:
+        """Sample ``num`` latents ``[num, 3, C, R, R]`` (DDIM or the ODE solver)."""
+        from neural3d.diffusion import sample as dsample
+
+        d = self.cfg.diffusion
+        device = device or next(self.parameters()).device
+        was = self.training
+        self.eval()
+        shape = (num, 3 * self.C, self.R, self.R)
+        if x_T is None:
+            x_T = torch.randn(shape, generator=generator).to(device)
+        x = dsample(self.denoise, shape, self.schedule, sampler=sampler or d.sampler,
+                    steps=steps or d.sample_steps, parameterization=self.kind,
+                    guidance=guidance, x_T=x_T, device=device)
+        self.train(was)
+        return self.from_image(x.detach())
+
+
+def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
+    return -10.0 * torch.log10(mse.detach().clamp_min(1e-10))
+
+
+def count_parameters(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
