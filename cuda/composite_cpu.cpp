@@ -139,6 +139,10 @@ static Isa& isa() {
   return chosen;
 }
 
+static float* align64(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
+
 // Flush denormals while a kernel runs on this thread.
 struct DenormalGuard {
 #ifdef N3D_X86
@@ -312,9 +316,10 @@ std::vector<at::Tensor> composite_forward(const at::Tensor& sigma, const at::Ten
     at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
       DenormalGuard guard;
       std::vector<float> buf(scratch);
+      float* aligned = align64(buf.data());
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t r0 = b * Wd;
-        I.fwd(in, o, r0, (int)std::min<int64_t>(Wd, L.R - r0), L.smax, buf.data());
+        I.fwd(in, o, r0, (int)std::min<int64_t>(Wd, L.R - r0), L.smax, aligned);
       }
     });
     return {out, depth, opacity, weights};
@@ -374,9 +379,10 @@ std::vector<at::Tensor> composite_backward(
     at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
       DenormalGuard guard;
       std::vector<float> buf(scratch);
+      float* aligned = align64(buf.data());
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t r0 = b * Wd;
-        I.bwd(in, gi, o, r0, (int)std::min<int64_t>(Wd, L.R - r0), L.smax, buf.data());
+        I.bwd(in, gi, o, r0, (int)std::min<int64_t>(Wd, L.R - r0), L.smax, aligned);
       }
     });
     return {g_sigma, g_feat};
