@@ -67,6 +67,8 @@ class FitConfig:
     ema_decay: float = 0.0
     grad_clip: float = 0.0
     log_every: int = 25
+    eval_every: int = 0         # held-out PSNR every N steps (curve in metrics.json); 0 = off
+    eval_views_max: int = 8     # ... on at most this many held-out views
     ckpt_every: int = 500
     turntable_frames: int = 48
     chunk: int = 8192           # rays per chunk when rendering images
@@ -241,6 +243,7 @@ def fit_object(train, eval_views, cfg: FitConfig, out_dir: str | Path, resume: s
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     tcfg = TrainConfig(steps=cfg.steps, seed=cfg.seed, out_dir=str(out), log_every=cfg.log_every,
                        ckpt_every=cfg.ckpt_every, ema_decay=cfg.ema_decay,
+                       eval_every=cfg.eval_every,
                        grad_clip=cfg.grad_clip, progress=progress, resume=resume)
     trainer = Trainer(model, opt, tcfg, scheduler=sched,
                       record=model_record(model, cfg, cams, {"data": train.path}))
@@ -274,11 +277,33 @@ def fit_object(train, eval_views, cfg: FitConfig, out_dir: str | Path, resume: s
                 "samples_per_ray": res["samples"] / R,
                 "occupied": torch.tensor(stats["occupied"])}
 
-    stop = None if deadline is None else (lambda it: time.time() > deadline)
-    trainer.fit(step_fn, stop_fn=stop)
+    curve: list[dict[str, float]] = []
+    eval_clock = {"spent": 0.0}
+
+    def eval_fn(it: int) -> dict[str, Any]:
+        if eval_views is None or len(eval_views) == 0:
+            return {}
+        t0 = time.time()
+        train_clock = t0 - t_start - eval_clock["spent"]
+        model.eval()
+        n = min(len(eval_views), cfg.eval_views_max)
+        with torch.no_grad():
+            pred = torch.stack([model.render_image(eval_views.cameras[i], cfg.chunk)
+                                for i in range(n)])
+        model.train()
+        from neural3d.metrics import psnr
+
+        p = float(psnr(pred, eval_views.images[:n]))
+        eval_clock["spent"] += time.time() - t0
+        curve.append({"step": it, "seconds": round(train_clock, 2), "psnr": p})
+        return {"psnr_heldout": p, "render": torch.cat([eval_views.images[0], pred[0]], 1)}
+
+    stop = None if deadline is None else (
+        lambda it: time.time() - eval_clock["spent"] > deadline)
+    trainer.fit(step_fn, stop_fn=stop, eval_fn=eval_fn if cfg.eval_every else None)
     if trainer.stopped_early:
         log(f"time budget of {time_budget:.0f} s reached at step {trainer.step}")
-    train_seconds = time.time() - t_start
+    train_seconds = time.time() - t_start - eval_clock["spent"]
     backend = None
     model.eval()
     metrics: dict[str, Any] = {"field": cfg.field, "steps": trainer.step,
@@ -300,6 +325,8 @@ def fit_object(train, eval_views, cfg: FitConfig, out_dir: str | Path, resume: s
         metrics.update({"psnr": None, "ssim": None, "lpips": None,
                         "lpips_reason": "no held-out views"})
     metrics["seconds"] = round(time.time() - t_start, 2)
+    if curve:
+        metrics["curve"] = curve
     metrics["backend"] = backend
     metrics["train_views"] = V
     metrics["resolution"] = [H, W]
