@@ -1,0 +1,20 @@
+"""The evaluation protocol behind ``neural3d eval`` (see :mod:`.protocol`).
+
+- :func:`evaluate_nvs`: novel-view synthesis from given input view(s) of each test object
+  (SSDNeRF / pixelNeRF's SRN protocol): PSNR, SSIM, LPIPS per object and mean, and FID of all
+  renders against the test-set images.
+- :func:`evaluate_generation`: FID/KID of renders of sampled objects at test poses.
+
+Both write ``results.json`` and ``results.md`` and record split, views, resolution, image counts
+and the git commit.
+"""
+
+from neural3d.eval.protocol import (
+    METHODS,
+    EvalError,
+    evaluate_generation,
+    evaluate_nvs,
+    parse_views,
+)
+
+__all__ = ["METHODS", "EvalError", "evaluate_generation", "evaluate_nvs", "parse_views"]
