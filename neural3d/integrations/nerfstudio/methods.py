@@ -1,0 +1,75 @@
+"""nerfstudio method specifications: ``neural3d-triplane`` and ``neural3d-hashgrid``.
+
+Both are a ``VanillaPipeline`` with a ``VanillaDataManager`` over our ``neural3d-srn`` dataparser
+(any other nerfstudio dataparser can be chosen on the command line) and :class:`Neural3DModel`.
+Defaults follow ``neural3d fit`` (``FIELD_DEFAULTS``, Adam at 1e-2 on the MLPs and 3e-2 on the
+planes / hash tables, exponential decay to 0.1x, 4096 rays per batch, TV 1e-4 on triplanes).
+
+Import only nerfstudio's building blocks here, never ``nerfstudio.configs.method_configs``: that
+module discovers the plugins while it is being imported, so importing it from a plugin is a
+circular import.
+"""
+
+from __future__ import annotations
+
+from neural3d.integrations.nerfstudio import require_nerfstudio
+
+require_nerfstudio()
+
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig  # noqa: E402
+from nerfstudio.engine.optimizers import AdamOptimizerConfig  # noqa: E402
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa: E402
+from nerfstudio.engine.trainer import TrainerConfig  # noqa: E402
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig  # noqa: E402
+from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
+
+from neural3d.integrations.nerfstudio.dataparser import SRNDataParserConfig  # noqa: E402
+from neural3d.integrations.nerfstudio.model import Neural3DModelConfig  # noqa: E402
+
+DEFAULT_STEPS = 1500
+DEFAULT_RAYS = 4096
+
+
+def _group(lr: float, steps: int) -> dict:
+    return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=steps)}
+
+
+def make_trainer_config(field_name: str = "triplane", method_name: str | None = None,
+                        steps: int = DEFAULT_STEPS, rays: int = DEFAULT_RAYS, lr: float = 1e-2,
+                        plane_lr: float = 3e-2, **model_overrides) -> TrainerConfig:
+    """The ``TrainerConfig`` of a neural3d method (also handy for scripted runs)."""
+    model = Neural3DModelConfig(field_name=field_name, **model_overrides)
+    return TrainerConfig(
+        method_name=method_name or f"neural3d-{field_name}",
+        steps_per_eval_batch=500,
+        steps_per_eval_image=500,
+        steps_per_save=500,
+        steps_per_eval_all_images=steps,
+        max_num_iterations=steps,
+        mixed_precision=False,
+        pipeline=VanillaPipelineConfig(
+            datamanager=VanillaDataManagerConfig(
+                dataparser=SRNDataParserConfig(),
+                train_num_rays_per_batch=rays,
+                eval_num_rays_per_batch=rays,
+            ),
+            model=model,
+        ),
+        optimizers={"fields": _group(lr, steps), "planes": _group(plane_lr, steps)},
+        vis="viewer",
+    )
+
+
+neural3d_triplane = MethodSpecification(
+    config=make_trainer_config("triplane"),
+    description="neural3d triplane field + neural3d volume renderer (fused compositing kernels)",
+)
+
+neural3d_hashgrid = MethodSpecification(
+    config=make_trainer_config("hashgrid"),
+    description="neural3d multiresolution hash-grid field (tcnn on CUDA, else torch) + neural3d "
+                "volume renderer",
+)
+
+__all__ = ["make_trainer_config", "neural3d_hashgrid", "neural3d_triplane"]

@@ -1,0 +1,197 @@
+"""``Neural3DModel``: a nerfstudio ``Model`` whose whole render path is ours.
+
+nerfstudio's ``RayBundle`` (origins, unit directions, optional nears/fars from a collider) goes
+straight into :class:`neural3d.render.VolumeRenderer` with one of our fields
+(:class:`~neural3d.fields.TriplaneField`, :class:`~neural3d.fields.HashGridField`,
+:class:`~neural3d.fields.MLPNeRF`): ray/AABB bounds and stratified (+ optional importance)
+samples from :mod:`neural3d.render.samplers`, compositing by :func:`neural3d.render.composite`
+(the fused C++/CUDA kernel when available, else the torch reference). The field's box is the
+dataparser's scene box; the background is explicit (the dataparser's, white for SRN/ABO).
+
+nerfstudio's contracts: outputs ``rgb [R,3]``, ``accumulation [R,1]``, ``depth [R,1]`` (expected
+termination distance along the ray, divided by the accumulation as nerfstudio does); training
+metric ``psnr``; ``get_image_metrics_and_images`` gives ``psnr`` and ``ssim`` (our
+:mod:`neural3d.metrics`, scikit-image-matching SSIM) and the ``img``/``accumulation``/``depth``
+images; the viewer path is the inherited ``get_outputs_for_camera_ray_bundle`` (chunks of
+``eval_num_rays_per_chunk``). LPIPS is left out: its backbone weights are downloaded at run time,
+which fails offline, and we never report LPIPS without the real weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from neural3d.integrations.nerfstudio import require_nerfstudio
+
+require_nerfstudio()
+
+import torch  # noqa: E402
+from nerfstudio.cameras.rays import RayBundle  # noqa: E402
+from nerfstudio.models.base_model import Model, ModelConfig  # noqa: E402
+from nerfstudio.utils import colormaps  # noqa: E402
+from torch.nn import Parameter  # noqa: E402
+
+from neural3d.fields import FIELDS  # noqa: E402
+from neural3d.metrics.image import psnr as image_psnr  # noqa: E402
+from neural3d.metrics.image import psnr_from_mse, ssim  # noqa: E402
+from neural3d.render import RendererConfig, VolumeRenderer  # noqa: E402
+
+#: parameter names that go to the "planes" optimiser group (big tables: higher learning rate)
+TABLE_PARAMS = ("planes", "embeddings", "encoding")
+
+
+@dataclass
+class Neural3DModelConfig(ModelConfig):
+    """A neural3d field rendered by the neural3d volume renderer."""
+
+    _target: type = field(default_factory=lambda: Neural3DModel)
+    enable_collider: bool = False
+    """Rays are bounded by the scene box (ray/AABB test); a collider's near/far, if enabled,
+    further clips them."""
+    field_name: Literal["triplane", "hashgrid", "mlp"] = "triplane"
+    """Which neural3d field."""
+    # triplane
+    triplane_resolution: int = 128
+    triplane_channels: int = 12
+    triplane_init_std: float = 0.1
+    # hash grid
+    hash_levels: int = 12
+    hash_features: int = 2
+    hash_log2_size: int = 17
+    hash_base_resolution: int = 8
+    hash_max_resolution: int = 256
+    hash_backend: Literal["auto", "torch", "tcnn"] = "auto"
+    # MLP NeRF
+    mlp_pos_freqs: int = 8
+    mlp_layers: int = 4
+    # shared decoder
+    hidden: int = 64
+    """Decoder MLP width."""
+    decoder_layers: int = 2
+    """Triplane decoder depth."""
+    density_activation: Literal["trunc_exp", "softplus", "relu"] = "trunc_exp"
+    # rendering
+    num_samples: int = 64
+    """Stratified samples per ray inside the scene box."""
+    num_importance: int = 0
+    """Extra importance samples per ray from a no-grad coarse pass (0 = off)."""
+    background: tuple[float, float, float] | None = None
+    """Background colour; None = the dataparser's (neural3d-srn: white), else white."""
+    backend: Literal["auto", "torch", "cpp", "cuda"] = "auto"
+    """Compositing backend (auto: CUDA kernel on GPU, C++ kernel on CPU, torch fallback)."""
+    tv_weight: float = 1e-4
+    """Total-variation weight on the triplanes."""
+    eval_num_rays_per_chunk: int = 8192
+
+
+class Neural3DModel(Model):
+    """nerfstudio model around a neural3d field and :class:`~neural3d.render.VolumeRenderer`."""
+
+    config: Neural3DModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()  # the collider, only when enabled
+        cfg = self.config
+        aabb = self.scene_box.aabb.reshape(-1).tolist()
+        if cfg.field_name == "triplane":
+            kwargs = dict(resolution=cfg.triplane_resolution, channels=cfg.triplane_channels,
+                          hidden=cfg.hidden, layers=cfg.decoder_layers,
+                          init_std=cfg.triplane_init_std,
+                          density_activation=cfg.density_activation)
+        elif cfg.field_name == "hashgrid":
+            kwargs = dict(n_levels=cfg.hash_levels, n_features=cfg.hash_features,
+                          log2_hashmap_size=cfg.hash_log2_size,
+                          base_resolution=cfg.hash_base_resolution,
+                          max_resolution=cfg.hash_max_resolution, hidden=cfg.hidden,
+                          backend=cfg.hash_backend, device=self.kwargs.get("device"),
+                          density_activation=cfg.density_activation)
+        elif cfg.field_name == "mlp":
+            kwargs = dict(pos_freqs=cfg.mlp_pos_freqs, hidden=max(cfg.hidden, 128),
+                          layers=cfg.mlp_layers, density_activation=cfg.density_activation)
+        else:
+            raise ValueError(f"neural3d: unknown field {cfg.field_name!r} "
+                             "(triplane, hashgrid, mlp)")
+        self.field = FIELDS[cfg.field_name](aabb=aabb, **kwargs)
+        meta = self.kwargs.get("metadata") or {}
+        bg = cfg.background if cfg.background is not None else meta.get(
+            "neural3d_background", (1.0, 1.0, 1.0))
+        self.register_buffer("background", torch.tensor(bg, dtype=torch.float32),
+                             persistent=False)
+        self.renderer = VolumeRenderer(RendererConfig(
+            n_samples=cfg.num_samples, n_importance=cfg.num_importance, aabb=tuple(aabb),
+            background=tuple(float(c) for c in bg),
+            backend=None if cfg.backend == "auto" else cfg.backend))
+
+    # ------------------------------------------------------------------ optimisation
+    def get_param_groups(self) -> dict[str, list[Parameter]]:
+        """``planes``: triplanes / hash tables (big, sparse updates); ``fields``: the MLPs.
+        Empty groups are left out (nerfstudio builds one optimiser per group)."""
+        groups: dict[str, list[Parameter]] = {"fields": [], "planes": []}
+        for name, p in self.field.named_parameters():
+            key = "planes" if any(t in name for t in TABLE_PARAMS) else "fields"
+            groups[key].append(p)
+        return {k: v for k, v in groups.items() if v}
+
+    # ------------------------------------------------------------------ rendering
+    def get_outputs(self, ray_bundle: RayBundle) -> dict[str, torch.Tensor]:
+        batch_shape = tuple(ray_bundle.origins.shape[:-1])
+        origins = ray_bundle.origins.reshape(-1, 3)
+        directions = ray_bundle.directions.reshape(-1, 3)
+        near, far, _ = self.renderer.bounds(origins, directions)
+        if ray_bundle.nears is not None:
+            near = torch.maximum(near, ray_bundle.nears.reshape(-1).to(near))
+        if ray_bundle.fars is not None:
+            far = torch.minimum(far, ray_bundle.fars.reshape(-1).to(far))
+        far = torch.maximum(far, near)
+        out = self.renderer(self.field, origins, directions, near=near, far=far,
+                            background=self.background)
+        acc = out["opacity"][:, None]
+        depth = out["depth"][:, None] / acc.clamp_min(1e-6)
+        outputs = {"rgb": out["rgb"], "accumulation": acc, "depth": depth}
+        return {k: v.reshape(*batch_shape, v.shape[-1]) for k, v in outputs.items()}
+
+    def gt_rgb(self, image: torch.Tensor) -> torch.Tensor:
+        """Ground truth on our background (RGBA images are composited, RGB kept)."""
+        image = image.to(self.device)
+        if image.shape[-1] == 4:
+            alpha = image[..., 3:]
+            return image[..., :3] * alpha + self.background * (1.0 - alpha)
+        return image[..., :3]
+
+    def get_rgba_image(self, outputs: dict[str, torch.Tensor], output_name: str = "rgb"
+                       ) -> torch.Tensor:
+        """Un-composited colour and alpha (for nerfstudio's exporters/viewer)."""
+        rgb = outputs[output_name]
+        acc = outputs[output_name.replace("rgb", "accumulation")]
+        straight = (rgb - (1.0 - acc) * self.background) / acc.clamp_min(1e-6)
+        return torch.cat([straight.clamp(0.0, 1.0), acc], dim=-1)
+
+    # ------------------------------------------------------------------ losses, metrics
+    def get_metrics_dict(self, outputs, batch) -> dict[str, torch.Tensor]:
+        gt = self.gt_rgb(batch["image"])
+        mse = torch.mean((outputs["rgb"].detach() - gt) ** 2)
+        return {"psnr": psnr_from_mse(mse)}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:
+        gt = self.gt_rgb(batch["image"])
+        losses = {"rgb_loss": torch.mean((outputs["rgb"] - gt) ** 2)}
+        if self.config.field_name == "triplane" and self.config.tv_weight > 0 and self.training:
+            losses["tv_loss"] = self.config.tv_weight * self.field.tv_loss()
+        return losses
+
+    def get_image_metrics_and_images(self, outputs, batch
+                                     ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        gt = self.gt_rgb(batch["image"])
+        rgb = outputs["rgb"].clamp(0.0, 1.0)
+        acc = outputs["accumulation"]
+        metrics = {"psnr": float(image_psnr(rgb, gt)), "ssim": float(ssim(rgb, gt))}
+        images = {
+            "img": torch.cat([gt, rgb], dim=1),
+            "accumulation": colormaps.apply_colormap(acc),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=acc),
+        }
+        return metrics, images
+
+
+__all__ = ["Neural3DModel", "Neural3DModelConfig"]
