@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("method", help=f"one of: {', '.join(TRAINABLE)}")
     p.add_argument("--config", help="YAML config (configs/ssdnerf_toycars.yaml, ...)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides key.sub=value")
+    p.add_argument("overrides", nargs=argparse.REMAINDER,
+                   help="dotted overrides key.sub=value (options may follow them)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0 = torch default; 1 is fastest on a busy machine)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
@@ -47,6 +48,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"neural3d train: unknown method {args.method!r} (available: "
               f"{', '.join(TRAINABLE)})", file=sys.stderr)
         return 2
+    # argparse cannot interleave options with a trailing positional list: options that follow
+    # the overrides arrive in the remainder and are parsed here
+    again = argparse.ArgumentParser(prog="neural3d train", add_help=False)
+    again.add_argument("--config", default=args.config)
+    again.add_argument("--threads", type=int, default=args.threads)
+    again.add_argument("--device", default=args.device)
+    ns, rest = again.parse_known_args(args.overrides or [])
+    bad = [r for r in rest if r.startswith("-") or "=" not in r]
+    if bad:
+        print(f"neural3d train: unrecognised arguments {bad} (overrides look like "
+              "key.sub=value)", file=sys.stderr)
+        return 2
+    args.config, args.threads, args.device, args.overrides = (ns.config, ns.threads, ns.device,
+                                                               rest)
     import torch
 
     from neural3d.config import ConfigError, load_config, save_config

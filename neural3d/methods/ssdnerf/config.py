@@ -131,4 +131,25 @@ def config_from_record(record: dict) -> SSDNeRFConfig:
 
 
 __all__ = ["DataConfig", "ModelConfig", "DiffusionConfig", "LossConfig", "OptimConfig",
-           "ReconConfig", "SSDNeRFConfig", "model_record", "config_from_record"]
+           "ReconConfig", "SSDNeRFConfig", "model_record", "config_from_record",
+           "tiny_config"]
+
+
+def tiny_config(data_root: str, out_dir: str, **train_kw) -> SSDNeRFConfig:
+    """A seconds-scale configuration (tiny toy data, 8x8 planes) for smoke tests."""
+    from neural3d.train import TrainConfig
+
+    tc = dict(steps=4, seed=0, out_dir=str(out_dir), log_every=1, ckpt_every=0,
+              progress=False, tensorboard=False)
+    tc.update(train_kw)
+    return SSDNeRFConfig(
+        data=DataConfig(root=str(data_root), toy=True, toy_objects=4, toy_views=4,
+                        toy_test_objects=2, toy_test_views=6, toy_res=16),
+        model=ModelConfig(plane_channels=2, plane_res=8, decoder_hidden=16, decoder_layers=1,
+                          n_samples=8, unet_channels=8, unet_mult=[1, 2], unet_blocks=1,
+                          unet_attention=[]),
+        diffusion=DiffusionConfig(num_steps=100, sample_steps=3),
+        loss=LossConfig(rays_per_object=32),
+        optim=OptimConfig(batch_objects=2, latent_lr=0.05, decoder_lr=1e-2, unet_lr=1e-3),
+        recon=ReconConfig(guidance_steps=3, finetune_steps=2),
+        train=TrainConfig(**tc))
