@@ -25,7 +25,7 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include <xmmintrin.h>
+#include <immintrin.h>
 #define N3D_X86 1
 #endif
 
@@ -83,13 +83,15 @@ namespace isa_avx512 {
 #pragma GCC target("avx2,fma")
 namespace isa_avx2 {
 #define NEURAL3D_W 8
+#define N3D_AVX2_TRANSPOSE 1
 #include "composite_simd.h"
+#undef N3D_AVX2_TRANSPOSE
 #undef NEURAL3D_W
 }  // namespace isa_avx2
 #pragma GCC pop_options
 #endif
 namespace isa_base {
-#define NEURAL3D_W 8
+#define NEURAL3D_W 4
 #include "composite_simd.h"
 #undef NEURAL3D_W
 }  // namespace isa_base
@@ -114,7 +116,7 @@ static Isa pick_isa() {
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     return {"avx2", 8, isa_avx2::forward_block, isa_avx2::backward_block};
 #endif
-  return {"baseline-vec8", 8, isa_base::forward_block, isa_base::backward_block};
+  return {"baseline-vec4", 4, isa_base::forward_block, isa_base::backward_block};
 #else
   return {"scalar", 1, nullptr, nullptr};
 #endif
@@ -126,7 +128,7 @@ static Isa& isa() {
     const char* env = std::getenv("NEURAL3D_CPU_ISA");  // testing aid: force a lower variant
 #ifdef N3D_VEC
     if (env && std::string(env) == "baseline")
-      i = {"baseline-vec8", 8, isa_base::forward_block, isa_base::backward_block};
+      i = {"baseline-vec4", 4, isa_base::forward_block, isa_base::backward_block};
 #ifdef N3D_MULTI
     if (env && std::string(env) == "avx2" && __builtin_cpu_supports("avx2") &&
         __builtin_cpu_supports("fma"))

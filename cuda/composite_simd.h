@@ -28,8 +28,12 @@ static constexpr int W = NEURAL3D_W;
 #define N3D_LO 0, 8, 1, 9, 2, 10, 3, 11
 #define N3D_HI 4, 12, 5, 13, 6, 14, 7, 15
 #define N3D_LOG2W 3
+#elif NEURAL3D_W == 4
+#define N3D_LO 0, 4, 1, 5
+#define N3D_HI 2, 6, 3, 7
+#define N3D_LOG2W 2
 #else
-#error "NEURAL3D_W must be 8 or 16"
+#error "NEURAL3D_W must be 4, 8 or 16"
 #endif
 #ifdef __clang__
 #define N3D_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
@@ -49,6 +53,27 @@ N3D_INLINE vf vload(const float* p) {
 }
 N3D_INLINE void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 
+#if defined(N3D_AVX2_TRANSPOSE) && NEURAL3D_W == 8
+// AVX2: the classic 8x8 transpose (in-lane unpack/shuffle, then 128-bit lane swaps), 24 ops.
+N3D_INLINE void transpose(vf* v) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps((__m256)v[2 * i], (__m256)v[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps((__m256)v[2 * i], (__m256)v[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {
+    const int b = 4 * h;
+    u[b + 0] = _mm256_shuffle_ps(t[b + 0], t[b + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[b + 1] = _mm256_shuffle_ps(t[b + 0], t[b + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[b + 2] = _mm256_shuffle_ps(t[b + 1], t[b + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[b + 3] = _mm256_shuffle_ps(t[b + 1], t[b + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = (vf)_mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    v[i + 4] = (vf)_mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+#else
 // In-place transpose of a W x W tile held as W vectors (perfect-shuffle rounds).
 N3D_INLINE void transpose(vf* v) {
   vf t[W];
@@ -60,6 +85,7 @@ N3D_INLINE void transpose(vf* v) {
     for (int j = 0; j < W; ++j) v[j] = t[j];
   }
 }
+#endif
 
 // exp(x) (Cephes expf polynomial, ~1 ulp). Results below exp(-87) are flushed to 0 so no
 // denormal is ever produced; NaN propagates.
