@@ -10,9 +10,10 @@
 // double: a scalar loop (used by gradcheck). Threads: at::parallel_for (OpenMP) over rays.
 // Denormals are flushed to zero (MXCSR FTZ/DAZ) inside the kernels and restored afterwards.
 //
-// The backward stores nothing per sample: it recomputes transmittance in log space and uses the
-// suffix form dL/dtau_k = T_{k+1} g_k - sum_{i>k} w_i g_i (suffix = total - prefix, with the
-// total taken from the saved outputs). Early termination (T_i < stop_eps) makes identical
+// The backward stores nothing per sample between the passes: it recomputes transmittance in log
+// space and uses the suffix form dL/dtau_k = T_{k+1} g_k - sum_{i>k} w_i g_i. float: the suffix is
+// summed exactly in reverse from a per-thread scratch of the W rays in flight (no fp32
+// cancellation); double: suffix = total - prefix with the total from the saved outputs. Early termination (T_i < stop_eps) makes identical
 // decisions in forward and backward because both run the same arithmetic.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -377,7 +378,8 @@ std::vector<at::Tensor> composite_backward(
              has_gw ? g_weights->data_ptr<float>() : nullptr};
     BwdOut o{g_sigma.data_ptr<float>(), g_feat.data_ptr<float>()};
     const int64_t Wd = I.width, nblocks = (L.R + Wd - 1) / Wd;
-    const size_t scratch = (size_t)((L.C * Wd + L.C) * Wd + 64);
+    const int64_t srnd = (L.smax + Wd - 1) / Wd * Wd;
+    const size_t scratch = (size_t)((L.C * Wd + L.C) * Wd + 3 * srnd * Wd + 64);
     at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
       DenormalGuard guard;
       std::vector<float> buf(scratch);

@@ -271,59 +271,37 @@ static void forward_block(const BlockIn& in, const FwdOut& o, int64_t r0, int nr
   }
 }
 
-// Backward for rays r0 .. r0+nr-1: recomputes transmittance; suffix ("remaining colour") form
-// dL/dtau_k = T_{k+1} g_k - sum_{i>k} w_i g_i, with the suffix taken from the saved outputs.
-// scratch: at least (2 * C * W + C) * W floats.
+// Backward for rays r0 .. r0+nr-1. Transmittance is recomputed (nothing per sample is kept
+// between forward and backward). dL/dtau_k = T_{k+1} g_k - sum_{i>k} w_i g_i, where
+// g_i = <dL/dout, c_i> + dL/ddepth * mid_i + dL/dopacity + dL/dw_i. The suffix ("remaining
+// colour") sum is accumulated exactly, in reverse, from per-block scratch (3 floats per sample
+// of the W rays in flight), instead of as total - prefix, which cancels catastrophically in fp32
+// once a ray is nearly opaque.
+// scratch: (C * W + C) * W + 3 * round_up(smax_all, W) * W floats, 64-byte aligned.
 static void backward_block(const BlockIn& in, const BwdIn& g, const BwdOut& o, int64_t r0, int nr,
-                           int64_t /*smax_all*/, float* scratch) {
+                           int64_t smax_all, float* scratch) {
   const int64_t C = in.C;
   Rays b;
   block_rays(in, r0, nr, b);
   const bool uniform = !in.offsets && nr == W;  // padded layout, W full rays
-  vf* F = reinterpret_cast<vf*>(scratch);  // C*W vectors (64-byte aligned)
+  const int64_t srnd = (smax_all + W - 1) / W * W;
+  vf* F = reinterpret_cast<vf*>(scratch);  // C*W vectors: feature tile, index j*C + c
   float* GO = scratch + C * W * W;           // C vectors: dL/dout per ray
+  vf* P = reinterpret_cast<vf*>(GO + C * W);  // per sample: T_{k+1} g_k dt_k
+  vf* Q = P + srnd;                            // per sample: w_k g_k
+  vf* D = Q + srnd;                            // per sample: dt_k (0 when inactive)
   std::memset(GO, 0, sizeof(float) * C * W);
-  float tot[W] = {0}, gd[W] = {0}, gop[W] = {0};
+  float gd[W] = {0}, gop[W] = {0};
   for (int l = 0; l < nr; ++l) {
     const int64_t r = r0 + l;
-    double t = g.g_depth[r] * (double)g.depth[r] + g.g_opacity[r] * (double)g.opacity[r];
-    for (int64_t c = 0; c < C; ++c) {
-      GO[c * W + l] = g.g_out[r * C + c];
-      t += (double)g.g_out[r * C + c] * g.out[r * C + c];
-    }
-    tot[l] = (float)t;
+    for (int64_t c = 0; c < C; ++c) GO[c * W + l] = g.g_out[r * C + c];
     gd[l] = g.g_depth[r];
     gop[l] = g.g_opacity[r];
   }
   const vf log_eps = vset(in.log_eps);
   const vf vgd = vload(gd), vgop = vload(gop);
-  vf total = vload(tot);
   vf SG[W], A[W], B[W], GW[W];
-  if (g.g_weights) {  // the weights' own gradient adds sum_i w_i gw_i to the total: one more scan
-    vf logT = vset(0.0f), T = vset(1.0f), extra = vset(0.0f);
-    for (int64_t s0 = 0; s0 < b.smax; s0 += W) {
-      if (in.early_stop && all_below(logT, log_eps)) break;
-      const bool full = s0 + W <= b.nmin;
-      load_tile(SG, in.sigma, b, s0, 1, 0, full);
-      load_tile(A, in.t0, b, s0, 1, 0, full);
-      load_tile(B, in.t1, b, s0, 1, 0, full);
-      load_tile(GW, g.g_weights, b, s0, 1, 0, full);
-      const int jmax = (int)(b.smax - s0 < W ? b.smax - s0 : W);
-      for (int j = 0; j < jmax; ++j) {
-        const vf dl = in.unit_delta ? vset(1.0f) : B[j] - A[j];
-        const vf tau = SG[j] * dl;
-        const vf logTn = logT - tau;
-        const vf Tn = vexp(logTn);
-        vf w = vweight(tau, T, Tn);
-        w = logT >= log_eps ? w : vset(0.0f);
-        logT = logTn;
-        T = Tn;
-        extra += w * GW[j];
-      }
-    }
-    total += extra;
-  }
-  vf logT = vset(0.0f), T = vset(1.0f), prefix = vset(0.0f);
+  vf logT = vset(0.0f), T = vset(1.0f);
   int64_t s0 = 0;
   for (; s0 < b.smax; s0 += W) {
     if (in.early_stop && all_below(logT, log_eps)) break;
@@ -360,23 +338,34 @@ static void backward_block(const BlockIn& in, const BwdIn& g, const BwdOut& o, i
         gi += goc * fj[c];
         fj[c] = w * goc;  // d out_c / d feat = w_i: replaces the feature in place
       }
-      prefix += w * gi;
-      const vf gtau = Tn * gi - (total - prefix);
-      SG[j] = active ? gtau * dl : vset(0.0f);
+      P[s0 + j] = active ? Tn * gi * dl : vset(0.0f);
+      Q[s0 + j] = w * gi;
+      D[s0 + j] = active ? dl : vset(0.0f);
       T = Tn;
     }
-    for (int j = jmax; j < W; ++j) SG[j] = vset(0.0f);
+    for (int j = jmax; j < W; ++j) P[s0 + j] = Q[s0 + j] = D[s0 + j] = vset(0.0f);
     if (full && uniform) {
-      store_tile_u(SG, o.g_sigma + base, in.S);
       for (int64_t k = 0; k < C; ++k) store_tile_u(F + k * W, o.g_feat + base * C + k * W, in.S * C);
     } else {
-      store_tile(SG, o.g_sigma, b, s0, 1, 0, full);
       for (int64_t k = 0; k < C; ++k) store_tile(F + k * W, o.g_feat, b, s0, C, (int)k, full);
     }
   }
-  if (s0 < b.smax) {
-    zero_from(o.g_sigma, b, s0, 1);
-    zero_from(o.g_feat, b, s0, C);
+  const int64_t s_end = s0;  // tiles processed (early termination may stop before smax)
+  vf suffix = vset(0.0f);
+  for (int64_t t0 = s_end - W; t0 >= 0; t0 -= W) {
+    for (int j = W - 1; j >= 0; --j) {
+      SG[j] = P[t0 + j] - suffix * D[t0 + j];
+      suffix += Q[t0 + j];
+    }
+    const bool full = t0 + W <= b.nmin;
+    if (full && uniform)
+      store_tile_u(SG, o.g_sigma + r0 * in.S + t0, in.S);
+    else
+      store_tile(SG, o.g_sigma, b, t0, 1, 0, full);
+  }
+  if (s_end < b.smax) {
+    zero_from(o.g_sigma, b, s_end, 1);
+    zero_from(o.g_feat, b, s_end, C);
   }
 }
 
