@@ -75,7 +75,8 @@ def _env() -> dict[str, str]:
         env["NERFSTUDIO_DATAPARSER_CONFIGS"] = ",".join(
             f"{k}={v}" for k, v in DATAPARSERS.items())
     env["CUDA_VISIBLE_DEVICES"] = ""
-    env.setdefault("OMP_NUM_THREADS", "2")
+    # one thread: on a few shared cores, OpenMP threads spin against each other (10x slower)
+    env["OMP_NUM_THREADS"] = "1"
     env.setdefault("NEURAL3D_BUILD_DIR", _build_dir())
     env["PYTHONWARNINGS"] = "ignore"
     return env
@@ -106,6 +107,14 @@ def _ns_bin(name: str) -> str:
     if not found:
         pytest.skip(f"{name} not found beside {sys.executable}")
     return found
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
