@@ -12,16 +12,23 @@ circular import.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+
 from neural3d.integrations.nerfstudio import require_nerfstudio
 
 require_nerfstudio()
 
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig  # noqa: E402
 from nerfstudio.engine.optimizers import AdamOptimizerConfig  # noqa: E402
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa: E402
+from nerfstudio.engine.schedulers import (  # noqa: E402
+    ExponentialDecayScheduler,
+    ExponentialDecaySchedulerConfig,
+)
 from nerfstudio.engine.trainer import TrainerConfig  # noqa: E402
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig  # noqa: E402
 from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
+from torch.optim import lr_scheduler  # noqa: E402
 
 from neural3d.integrations.nerfstudio.dataparser import SRNDataParserConfig  # noqa: E402
 from neural3d.integrations.nerfstudio.model import Neural3DModelConfig  # noqa: E402
@@ -30,9 +37,44 @@ DEFAULT_STEPS = 1500
 DEFAULT_RAYS = 4096
 
 
+@dataclass
+class FloatExponentialDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
+    """nerfstudio's exponential decay with linear/cosine warm-up, computed in Python floats.
+
+    nerfstudio 1.1's own scheduler returns numpy scalars, which end up in the optimiser and
+    scheduler state of its checkpoints; torch >= 2.6 loads checkpoints with
+    ``weights_only=True`` and refuses them, so ``ns-eval``, ``ns-render`` and ``--load-dir``
+    fail. Same schedule, plain floats."""
+
+    _target: type = field(default_factory=lambda: FloatExponentialDecayScheduler)
+
+
+class FloatExponentialDecayScheduler(ExponentialDecayScheduler):
+    config: FloatExponentialDecaySchedulerConfig
+
+    def get_scheduler(self, optimizer, lr_init: float):
+        cfg = self.config
+        lr_final = lr_init if cfg.lr_final is None else cfg.lr_final
+        warm, total = cfg.warmup_steps, cfg.max_steps
+
+        def multiplier(step: int) -> float:
+            if step < warm:
+                frac = min(max(step / warm, 0.0), 1.0)
+                if cfg.ramp == "cosine":
+                    frac = math.sin(0.5 * math.pi * frac)
+                lr = cfg.lr_pre_warmup + (lr_init - cfg.lr_pre_warmup) * frac
+            else:
+                t = min(max((step - warm) / max(total - warm, 1), 0.0), 1.0)
+                lr = math.exp(math.log(lr_init) * (1 - t) + math.log(lr_final) * t)
+            return float(lr / lr_init)
+
+        return lr_scheduler.LambdaLR(optimizer, lr_lambda=multiplier)
+
+
 def _group(lr: float, steps: int) -> dict:
     return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
-            "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=steps)}
+            "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=lr * 0.1,
+                                                              max_steps=steps)}
 
 
 def make_trainer_config(field_name: str = "triplane", method_name: str | None = None,
@@ -72,4 +114,5 @@ neural3d_hashgrid = MethodSpecification(
                 "volume renderer",
 )
 
-__all__ = ["make_trainer_config", "neural3d_hashgrid", "neural3d_triplane"]
+__all__ = ["FloatExponentialDecayScheduler", "FloatExponentialDecaySchedulerConfig",
+           "make_trainer_config", "neural3d_hashgrid", "neural3d_triplane"]
