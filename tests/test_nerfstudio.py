@@ -119,6 +119,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def toy_object(tmp_path_factory):
+    _ns()  # skip before writing data
     from neural3d.data.toy import write_toy_dataset
 
     root = tmp_path_factory.mktemp("ns_toy")
