@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--classes", default="all",
                    help="comma-separated category names or indices, or 'all'")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-ema", action="store_true", help="use the raw (not EMA) weights")
+    s.add_argument("--no-ema", action="store_true", help="use the raw (not EMA) weights "
+                   "(default: EMA once step * (1 - decay) >= 5)")
     s.add_argument("--device", default=None)
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     s.add_argument("--out", default="grid.png")
@@ -157,12 +158,16 @@ def train_experiment(exp, images=None, labels=None, device=None, max_seconds: fl
     # equal wall-clock budget: run in chunks until the budget (or run.steps) is spent
     t_start, history = time.time(), []
     while trainer.step < r.steps and time.time() - t_start < max_seconds:
-        history = trainer.fit(step_fn, steps=min(r.steps, trainer.step + 25))
+        history = trainer.fit(step_fn, steps=min(r.steps, trainer.step + 10))
     return trainer, history
 
 
-def load_pipeline(ckpt_path: str | Path, use_ema: bool = True, device=None):
-    """Rebuild the pipeline of a training checkpoint; EMA weights when present."""
+def load_pipeline(ckpt_path: str | Path, use_ema: bool | str = "auto", device=None):
+    """Rebuild the pipeline of a training checkpoint.
+
+    ``use_ema="auto"`` takes the EMA weights when present and the run is long enough for the
+    average to have forgotten the initial weights (``step * (1 - decay) >= 5``); short runs
+    (smoke tests) use the raw weights."""
     import torch
 
     from neural3d.config import from_dict
@@ -177,8 +182,11 @@ def load_pipeline(ckpt_path: str | Path, use_ema: bool = True, device=None):
     exp = from_dict(DiffusionExperiment, record)
     pipe = build_pipeline(exp)
     state = ckpt["model"]
-    if use_ema and ckpt.get("ema"):
-        state = ckpt["ema"]["module"]
+    ema = ckpt.get("ema")
+    if use_ema == "auto":
+        use_ema = bool(ema) and int(ckpt["step"]) * (1 - float(ema["decay"])) >= 5
+    if use_ema and ema:
+        state = ema["module"]
     pipe.load_state_dict(state)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return pipe.to(device).eval(), exp, ckpt
@@ -235,7 +243,8 @@ def run_sample(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    pipe, exp, _ = load_pipeline(args.ckpt, use_ema=not args.no_ema, device=args.device)
+    pipe, exp, _ = load_pipeline(args.ckpt, use_ema=False if args.no_ema else "auto",
+                                 device=args.device)
     classes = parse_classes(args.classes, exp.data.categories)
     y = torch.tensor([c for c in classes for _ in range(args.n)], dtype=torch.long)
     g = torch.Generator().manual_seed(args.seed)
