@@ -4,9 +4,10 @@
 // intervals and features), a warp inclusive scan gives the exclusive optical depth within the
 // chunk, and a per-ray carry links the chunks. Transmittance is log-space (T = exp(-excl)); the
 // backward recomputes it (nothing per sample is stored) and uses the suffix form
-// dL/dtau_k = T_{k+1} g_k - sum_{i>k} w_i g_i, with the suffix = total - prefix (total from the
-// saved outputs, prefix by a second warp scan). Early termination (T_i < stop_eps) is decided by
-// the same arithmetic in forward and backward. Same semantics as composite_cpu.cpp.
+// dL/dtau_k = T_{k+1} g_k - sum_{i>k} w_i g_i, with the suffix = total - prefix (both summed in
+// double in-kernel: a first pass for the total, a warp scan for the prefix). Early termination
+// (T_i < stop_eps) is decided by the same arithmetic in forward and backward. Same semantics as
+// composite_cpu.cpp.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -103,9 +104,56 @@ __global__ void forward_kernel(Args<T> a, T* __restrict__ out, T* __restrict__ d
   }
 }
 
+// Per-sample quantities shared by both backward passes (identical arithmetic in each).
 template <typename T>
-__global__ void backward_kernel(Args<T> a, const T* __restrict__ out, const T* __restrict__ depth,
-                                const T* __restrict__ opacity, const T* __restrict__ g_out,
+struct SampleGrad {
+  T w, Tn, gi, dl;
+  bool active, valid;
+};
+
+template <typename T>
+__device__ __forceinline__ SampleGrad<T> sample_grad(const Args<T>& a, int64_t i, bool valid,
+                                                     T carry, int lane, T& chunk_tau, T gd,
+                                                     T gop, const T* __restrict__ g_out,
+                                                     const T* __restrict__ g_weights,
+                                                     int64_t ray, T* __restrict__ g_feat) {
+  SampleGrad<T> r;
+  T tau = 0, mid = 0, dl = 0;
+  if (valid) {
+    const T lo = a.t0[i], hi = a.t1[i];
+    dl = a.unit_delta ? T(1) : hi - lo;
+    tau = a.sigma[i] * dl;
+    mid = T(0.5) * (lo + hi);
+  }
+  const T incl = warp_incl_scan(tau, lane);
+  T excl = __shfl_up_sync(kFull, incl, 1);
+  if (lane == 0) excl = 0;
+  const T logT = carry - excl;
+  r.valid = valid;
+  r.active = valid && logT >= a.log_eps;
+  r.w = r.active ? d_exp(logT) * -d_expm1(-tau) : T(0);
+  r.Tn = d_exp(logT - tau);
+  r.dl = dl;
+  T gi = gd * mid + gop;
+  if (g_weights && valid) gi += g_weights[i];
+  for (int64_t c = 0; c < a.C; ++c) {
+    const T go = g_out[ray * a.C + c];
+    if (valid) {
+      gi += go * a.feat[i * a.C + c];
+      if (g_feat) g_feat[i * a.C + c] = r.w * go;
+    }
+  }
+  r.gi = gi;
+  chunk_tau = __shfl_sync(kFull, incl, kWarp - 1);
+  return r;
+}
+
+// Backward, two passes over the ray: the first sums total = sum_i w_i g_i, the second scans the
+// prefix and writes dL/dsigma_k = (T_{k+1} g_k - (total - prefix_k)) dt_k and dL/dfeat = w g_out.
+// total and prefix are accumulated in double from the same per-sample products, so the
+// difference does not cancel catastrophically once the ray is opaque (fp32 would).
+template <typename T>
+__global__ void backward_kernel(Args<T> a, const T* __restrict__ g_out,
                                 const T* __restrict__ g_depth, const T* __restrict__ g_opacity,
                                 const T* __restrict__ g_weights, T* __restrict__ g_sigma,
                                 T* __restrict__ g_feat) {
@@ -114,63 +162,34 @@ __global__ void backward_kernel(Args<T> a, const T* __restrict__ out, const T* _
   if (ray >= a.R) return;
   const int64_t off = a.offsets ? a.offsets[ray] : ray * a.S;
   const int64_t n = a.counts ? a.counts[ray] : a.S;
-  const int64_t C = a.C;
   const T gd = g_depth[ray], gop = g_opacity[ray];
-  T total = gd * depth[ray] + gop * opacity[ray];
-  for (int64_t c = 0; c < C; ++c) total += g_out[ray * C + c] * out[ray * C + c];
-  if (g_weights) {  // the weights' own gradient adds sum_i w_i gw_i to the total
-    T carry = 0, extra = 0;
+  double total = 0;
+  {
+    T carry = 0;
     for (int64_t base = 0; base < n; base += kWarp) {
       if (a.early_stop && !(carry >= a.log_eps)) break;
       const int64_t s = base + lane;
-      const bool valid = s < n;
-      const int64_t i = off + s;
-      T tau = 0;
-      if (valid) tau = a.unit_delta ? a.sigma[i] : a.sigma[i] * (a.t1[i] - a.t0[i]);
-      const T incl = warp_incl_scan(tau, lane);
-      T excl = __shfl_up_sync(kFull, incl, 1);
-      if (lane == 0) excl = 0;
-      const T logT = carry - excl;
-      const bool active = valid && logT >= a.log_eps;
-      if (active) extra += d_exp(logT) * -d_expm1(-tau) * g_weights[i];
-      carry -= __shfl_sync(kFull, incl, kWarp - 1);
+      T chunk_tau;
+      const SampleGrad<T> r = sample_grad(a, off + s, s < n, carry, lane, chunk_tau, gd, gop,
+                                          g_out, g_weights, ray, (T*)nullptr);
+      total += (double)(r.w * r.gi);
+      carry -= chunk_tau;
     }
-    total += warp_sum(extra);
+    total = warp_sum(total);
   }
-  T carry = 0, pcarry = 0;
+  T carry = 0;
+  double pcarry = 0;
   for (int64_t base = 0; base < n; base += kWarp) {
     if (a.early_stop && !(carry >= a.log_eps)) break;  // gradients were zero-initialised
     const int64_t s = base + lane;
-    const bool valid = s < n;
     const int64_t i = off + s;
-    T tau = 0, mid = 0, dl = 0;
-    if (valid) {
-      const T lo = a.t0[i], hi = a.t1[i];
-      dl = a.unit_delta ? T(1) : hi - lo;
-      tau = a.sigma[i] * dl;
-      mid = T(0.5) * (lo + hi);
-    }
-    const T incl = warp_incl_scan(tau, lane);
-    T excl = __shfl_up_sync(kFull, incl, 1);
-    if (lane == 0) excl = 0;
-    const T logT = carry - excl;
-    const bool active = valid && logT >= a.log_eps;
-    const T w = active ? d_exp(logT) * -d_expm1(-tau) : T(0);
-    const T Tn = d_exp(logT - tau);
-    T gi = gd * mid + gop;
-    if (g_weights && valid) gi += g_weights[i];
-    for (int64_t c = 0; c < C; ++c) {
-      const T go = g_out[ray * C + c];
-      if (valid) {
-        gi += go * a.feat[i * C + c];
-        g_feat[i * C + c] = w * go;
-      }
-    }
-    const T wg = w * gi;
-    const T pincl = warp_incl_scan(wg, lane);
-    const T prefix = pcarry + pincl;
-    if (valid) g_sigma[i] = active ? (Tn * gi - (total - prefix)) * dl : T(0);
-    carry -= __shfl_sync(kFull, incl, kWarp - 1);
+    T chunk_tau;
+    const SampleGrad<T> r = sample_grad(a, i, s < n, carry, lane, chunk_tau, gd, gop, g_out,
+                                        g_weights, ray, g_feat);
+    const double pincl = warp_incl_scan((double)(r.w * r.gi), lane);
+    const double suffix = total - (pcarry + pincl);
+    if (r.valid) g_sigma[i] = r.active ? (r.Tn * r.gi - (T)suffix) * r.dl : T(0);
+    carry -= chunk_tau;
     pcarry += __shfl_sync(kFull, pincl, kWarp - 1);
   }
 }
@@ -275,8 +294,7 @@ std::vector<at::Tensor> composite_backward_cuda(
                      t1.data_ptr<scalar_t>(), feat.data_ptr<scalar_t>(), ptr(offsets),
                      ptr(counts), L.R, L.S, L.C, (scalar_t)log_eps, early, unit_delta};
     backward_kernel<scalar_t><<<grid_for(L.R), kThreads, 0, stream>>>(
-        a, out.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), opacity.data_ptr<scalar_t>(),
-        g_out.data_ptr<scalar_t>(), g_depth.data_ptr<scalar_t>(), g_opacity.data_ptr<scalar_t>(),
+        a, g_out.data_ptr<scalar_t>(), g_depth.data_ptr<scalar_t>(), g_opacity.data_ptr<scalar_t>(),
         has_gw ? g_weights->data_ptr<scalar_t>() : nullptr, g_sigma.data_ptr<scalar_t>(),
         g_feat.data_ptr<scalar_t>());
   });
