@@ -230,11 +230,13 @@ def test_edge_cases_are_finite(fused, dtype):
 
 
 @pytest.mark.parametrize("fused", FUSED, indirect=True)
-def test_fp32_gradient_accuracy_long_dense_rays(fused):
-    """fp32 fused gradients against the float64 reference on long rays of high density."""
+@pytest.mark.parametrize("scale", [50.0, 1e5])
+def test_fp32_gradient_accuracy_long_dense_rays(fused, scale):
+    """fp32 fused gradients against the float64 reference on long rays of high density: the
+    suffix form must not cancel (error stays at the level of fp32 autograd, ~1e-6 of max)."""
     name, dev = fused
     r, s, c = 64, 2048, 3
-    sig64, t064, t164, f64 = make_rays(r, s, c, torch.float64, dev, seed=8, scale=50.0,
+    sig64, t064, t164, f64 = make_rays(r, s, c, torch.float64, dev, seed=8, scale=scale,
                                        length=20.0)
     g = cotangents(r, s, c, torch.float64, dev)
     grads = {}
@@ -250,7 +252,7 @@ def test_fp32_gradient_accuracy_long_dense_rays(fused):
     err_o = (grads[name][2] - grads["torch"][2]).abs().max()
     print(f"\nfp32 {name} vs fp64 reference, {r}x{s}: max|d grad_sigma|/max|grad_sigma| = "
           f"{err_s:.2e}, features grad {err_f:.2e}, output abs {err_o:.2e}")
-    assert err_s < 1e-4 and err_f < 1e-5 and err_o < 1e-5
+    assert err_s < 2e-5 and err_f < 1e-5 and err_o < 1e-5
 
 
 def test_cpu_isa_variants_agree(cpp_ext):
