@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--skip-recon", action="store_true")
     ap.add_argument("--skip-gen", action="store_true")
     ap.add_argument("--modes", default="mean,finetune,guided,guided_finetune")
+    ap.add_argument("--guidance-scale", type=float, default=None)
+    ap.add_argument("--prior-weight", type=float, default=None,
+                    help="fine-tuning prior weight (x c_diff)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="outputs/bench_ssdnerf.json")
     args = ap.parse_args()
@@ -102,7 +105,13 @@ def main() -> None:
                        [imgs[i * args.poses:(i + 1) * args.poses] for i in range(8)])
 
     if not args.skip_recon:
+        import dataclasses
+
         model, rc = single.model, single.cfg.recon
+        over = {k: v for k, v in (("guidance_scale", args.guidance_scale),
+                                  ("finetune_prior_weight", args.prior_weight)) if v is not None}
+        rc = dataclasses.replace(rc, **over)
+        results["recon_config"] = dataclasses.asdict(rc)
         init = single.mean_latent
         for mode in args.modes.split(","):
             t0 = time.time()
