@@ -52,7 +52,11 @@ def build_root() -> Path:
 
     if os.environ.get("NEURAL3D_BUILD_DIR"):
         return Path(os.environ["NEURAL3D_BUILD_DIR"])
-    tag = f"torch{torch.__version__.replace('+', '-')}-py{sys.version_info[0]}{sys.version_info[1]}"
+    # One folder per interpreter/torch install: two venvs with the same torch version would
+    # otherwise rebuild over each other's extension (torch keys its JIT cache on its own path).
+    env = hashlib.sha256(str(Path(torch.__file__).resolve()).encode()).hexdigest()[:8]
+    tag = (f"torch{torch.__version__.replace('+', '-')}-py{sys.version_info[0]}"
+           f"{sys.version_info[1]}-{env}")
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "neural3d" / tag
 
 
