@@ -54,7 +54,7 @@ class FitConfig:
     lr: float = 1e-2            # networks
     plane_lr: float = 3e-2      # triplane planes / hash tables
     lr_final_ratio: float = 0.1  # exponential decay to lr * ratio at the last step
-    tv_weight: float = 1e-4     # TV on triplanes
+    tv_weight: float = 1e-2     # TV on triplanes (1e-2: +1.5 dB held-out vs 1e-4)
     samples_per_ray: int = 0    # steps across the box diagonal; 0 = auto from the resolution
     grid_res: int = 64          # occupancy grid cells per axis
     grid_every: int = 16        # occupancy refresh interval (steps)
