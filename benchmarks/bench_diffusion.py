@@ -102,6 +102,9 @@ def bench_samplers(args) -> dict:
     real, _ = load_toy_images(exp.data, progress=False)
     fid = FID(real, args.n_real)
     specs = SAMPLERS if not args.smoke else [(n, s, min(k, 50)) for n, s, k in SAMPLERS]
+    if args.samplers:
+        keep = {x.strip().lower() for x in args.samplers.split(",")}
+        specs = [sp for sp in specs if f"{sp[1]}-{sp[2]}" in keep]
     rows, res = [], {}
     for label, sampler, steps in specs:
         name = f"{label}-{steps}"
@@ -163,6 +166,8 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt", default=None, help="trained model for the sampler table")
     p.add_argument("--config", default="configs/diffusion_toy_unet.yaml",
                    help="trained first when --ckpt is not given")
+    p.add_argument("--samplers", default="",
+                   help="subset, e.g. 'ddim-50,dpmpp2m-20' (default: all five)")
     p.add_argument("--n-samples", type=int, default=500)
     p.add_argument("--n-real", type=int, default=2000)
     p.add_argument("--cfg", type=float, default=1.5)
