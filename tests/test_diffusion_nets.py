@@ -8,6 +8,15 @@ from neural3d.diffusion.dit import DiT
 from neural3d.diffusion.unet import UNet, drop_labels
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: these tests are tiny, and on a shared CPU extra threads only spin."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def small_unet(**kw):
     args = dict(in_channels=3, channels=16, channel_mult=(1, 2), num_res_blocks=1,
                 attention_resolutions=(8,), resolution=16)
