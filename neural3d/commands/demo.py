@@ -13,6 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=float, default=150.0,
                    help="cap on training seconds (default 150)")
     p.add_argument("--res", type=int, default=64, help="image size (64)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default 0: auto, fewer when the machine is busy)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -23,12 +25,13 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from neural3d.commands.fit import _announce_kernel, print_summary
+    from neural3d.commands.fit import _announce_kernel, choose_threads, print_summary
     from neural3d.data import read_object
     from neural3d.data.toy import write_toy_dataset
     from neural3d.methods.fit import FitConfig, fit_object, split_views
 
     t0 = time.time()
+    choose_threads(args.threads)
     out = Path(args.out)
     data_dir = out / "data"
     print(f"demo: writing one procedural toy car, 50 views at {args.res}x{args.res} "

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--time-budget", type=float, default=None,
                    help="stop training after this many seconds (at a step boundary)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default 0: auto, fewer when the machine is busy)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="FitConfig overrides, e.g. rays=2048 plane_lr=0.05")
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")
     cfg = load_config(FitConfig, args.config, overrides)
+    choose_threads(args.threads)
     data = read_object(args.data, resolution=args.res)
     if args.eval_data:
         train, held = data, read_object(args.eval_data, resolution=args.res)
@@ -52,6 +55,26 @@ def run(args: argparse.Namespace) -> int:
                          progress=not args.quiet, time_budget=args.time_budget)
     print_summary(metrics, args.out)
     return 0
+
+
+def choose_threads(requested: int = 0) -> int:
+    """Set torch's CPU threads: ``requested`` if > 0, else the idle cores (load average
+    subtracted, at least 1). On a shared machine, oversubscribed OpenMP threads make every
+    step several times slower (measured: 2.1 vs 0.9 steps/s with 1 vs 2 threads at load 3.3
+    on 2 cores)."""
+    import os
+
+    import torch
+
+    if requested <= 0:
+        cores = os.cpu_count() or 1
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:
+            busy = 0.0
+        requested = max(1, min(torch.get_num_threads(), int(cores - busy + 0.5)))
+    torch.set_num_threads(requested)
+    return requested
 
 
 def _announce_kernel() -> None:
