@@ -9,7 +9,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="make one toy car, fit a triplane to it and evaluate "
                               "held-out views (a few minutes on 2 CPU cores)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 1200)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 800)")
     p.add_argument("--time-budget", type=float, default=150.0,
                    help="cap on training seconds (default 150)")
     p.add_argument("--res", type=int, default=64, help="image size (64)")
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                       seed=0, progress=False)
     obj = read_object(data_dir / "cars_train" / "car_train_00000")
     train, held = split_views(obj, 8)
-    cfg = FitConfig(steps=args.steps or 1200)
+    cfg = FitConfig(steps=args.steps or 800)
     print(f"demo: fitting a triplane field to {len(train)} views, holding out {len(held)} "
           f"(every 8th); {torch.get_num_threads()} CPU threads", flush=True)
     _announce_kernel()
