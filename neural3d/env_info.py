@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import platform
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 # (import name, distribution name, what we use it for)
@@ -79,3 +81,17 @@ def collect() -> dict[str, Any]:
         except Exception as exc:
             info[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return info
+
+
+def git_commit() -> dict[str, Any]:
+    """Commit of the source tree this package runs from, and whether tracked files differ from
+    it: ``{"commit": sha or None, "dirty": bool or None}`` (None outside a git checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=5).stdout
+        return {"commit": commit or None, "dirty": bool(dirty.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}

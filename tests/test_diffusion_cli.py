@@ -7,14 +7,7 @@ from neural3d.cli import main
 from neural3d.commands.diffusion import load_experiment, load_pipeline, load_toy_images
 from neural3d.config import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tests are tiny, and on a shared CPU extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["data.objects=1", "data.views=3", "data.res=16", "data.supersample=1",

@@ -21,14 +21,7 @@ from neural3d.diffusion.schedules import (
     make_schedule,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tests are tiny, and on a shared CPU extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MU = torch.tensor([1.5, -0.7, 0.3, 2.0]).reshape(1, 4, 1, 1)

@@ -17,14 +17,7 @@ from neural3d.diffusion.mdm import (
 )
 from neural3d.diffusion.unet import UNet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tests are tiny, and on a shared CPU extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 INNER = dict(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,))

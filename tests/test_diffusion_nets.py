@@ -7,14 +7,7 @@ from neural3d.diffusion import CosineSchedule, classifier_free_guidance, diffusi
 from neural3d.diffusion.dit import DiT
 from neural3d.diffusion.unet import UNet, drop_labels
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tests are tiny, and on a shared CPU extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_unet(**kw):

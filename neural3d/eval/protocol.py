@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from neural3d.env_info import git_commit
 
 
 class EvalError(ValueError):
@@ -106,16 +107,6 @@ def parse_views(spec: str | Sequence[int]) -> list[int]:
     return views
 
 
-def git_commit() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=5).stdout
-        return {"commit": commit or None, "dirty": bool(dirty.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
 
 
 def _category(data: Path, category: str | None, split: str, adapter) -> str:

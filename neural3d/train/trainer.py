@@ -8,7 +8,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 import zlib
@@ -21,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from neural3d.env_info import git_commit
 from neural3d.train.checkpoint import load_checkpoint, save_atomic
 from neural3d.train.distributed import world_info
 from neural3d.train.ema import EMA
@@ -47,16 +47,6 @@ class TrainConfig:
     resume: str = "auto"         # "auto" (OUT/checkpoints/last.pt if present), a path, or ""
 
 
-def _git_commit() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=5).stdout
-        return {"commit": commit or None, "dirty": bool(dirty.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
 
 
 def _versions() -> dict[str, str]:
@@ -214,7 +204,7 @@ class Trainer:
         info = {
             "status": status, "step": self.step, "seed": self.cfg.seed,
             "train_config": dataclasses.asdict(self.cfg), "config": self.record,
-            "versions": _versions(), "git": _git_commit(), "world_size": self.world_size,
+            "versions": _versions(), "git": git_commit(), "world_size": self.world_size,
             "device": str(self.device), "amp": self.use_amp, "argv": sys.argv,
             "host": platform.node(), "started": self._t0, **extra,
         }

@@ -1,0 +1,14 @@
+"""Shared test fixtures."""
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: the tensors are tiny, and on a shared 2-core CPU extra
+    threads only spin (oversubscription makes small ops many times slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
