@@ -2,7 +2,8 @@
 
 Layers, lowest first (a layer never imports a higher one):
 ``cameras``/``config`` -> ``data`` -> ``render`` -> ``fields`` -> ``diffusion`` -> ``metrics``
--> ``train`` -> ``methods`` -> ``export`` -> ``integrations`` -> ``commands``/``cli``.
+-> ``train`` -> ``export`` (mesh, image and video writers) -> ``methods`` -> ``eval``
+-> ``integrations`` -> ``commands``/``cli``.
 """
 
 __version__ = "0.1.0"

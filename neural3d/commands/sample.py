@@ -28,24 +28,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def write_video(path, frames, fps: int = 12):
-    """``frames [T,H,W,3]`` floats -> mp4 (imageio-ffmpeg) or, without ffmpeg, a GIF."""
-    from pathlib import Path
-
-    import imageio.v2 as imageio
-    import numpy as np
-
-    arr = (frames.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
-    path = Path(path)
-    try:
-        imageio.mimwrite(path, list(arr), fps=fps, macro_block_size=1)
-        return path
-    except Exception:  # noqa: BLE001 - no ffmpeg backend: fall back to GIF
-        gif = path.with_suffix(".gif")
-        imageio.mimwrite(gif, list(arr), duration=1.0 / fps, loop=0)
-        return gif
-
-
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
@@ -60,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from neural3d.cameras import Cameras, orbit_path
-    from neural3d.eval.protocol import _save_grid
+    from neural3d.export.media import write_image_rows, write_video
     from neural3d.methods.ssdnerf import load_ssdnerf
 
     loaded = load_ssdnerf(args.ckpt, args.device)
@@ -78,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         frames = model.render_views(lat[i:i + 1], cams).cpu()
         rows.append(frames[grid_idx])
         videos.append(write_video(out / f"turntable_{i:03d}.mp4", frames, args.fps))
-    _save_grid(out / "grid.png", rows)
+    write_image_rows(out / "grid.png", rows)
     print(f"grid: {out / 'grid.png'}")
     for v in videos:
         print(f"video: {v}")

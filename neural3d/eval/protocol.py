@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from neural3d.env_info import git_commit
+from neural3d.export.media import write_image_rows
 
 
 class EvalError(ValueError):
@@ -159,18 +160,6 @@ def _write(out: Path, result: dict, md: str) -> dict:
     return result
 
 
-def _save_grid(path: Path, rows: list[torch.Tensor]) -> None:
-    """Rows of images ``[k, H, W, 3]`` -> one PNG."""
-    import numpy as np
-    from PIL import Image
-
-    k = max(r.shape[0] for r in rows)
-    padded = [torch.cat([r, torch.ones(k - r.shape[0], *r.shape[1:])]) if r.shape[0] < k
-              else r for r in rows]
-    grid = torch.cat([torch.cat(list(r), 1) for r in padded], 0)
-    Image.fromarray((grid.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(path)
-
-
 # ----------------------------------------------------------------------------- NVS
 def evaluate_nvs(method: str, ckpt: str | Path, data: str | Path, out: str | Path,
                  split: str = "test", input_views: str | Sequence[int] = "64",
@@ -235,7 +224,7 @@ def evaluate_nvs(method: str, ckpt: str | Path, data: str | Path, out: str | Pat
                 {"fid": None, "fid_reason": "disabled (--no-fid)"})
     if grid_rows:
         out.mkdir(parents=True, exist_ok=True)
-        _save_grid(out / "renders.png", grid_rows)
+        write_image_rows(out / "renders.png", grid_rows)
     result = {
         "task": "nvs", "method": method, "data": str(data), "category": cat, "split": split,
         "input_views": views, "recon_mode": recon_mode, "resolution": list(res),
@@ -298,7 +287,7 @@ def evaluate_generation(method: str, ckpt: str | Path, data: str | Path, out: st
     renders_t = torch.cat(renders)
     metrics = fid_kid(renders_t, reals, True, inception)
     out.mkdir(parents=True, exist_ok=True)
-    _save_grid(out / "samples.png", grid)
+    write_image_rows(out / "samples.png", grid)
     res = list(renders_t.shape[1:3])
     result = {"task": "generation", "method": method, "data": str(data), "category": cat,
               "split": split, "num_samples": num, "poses_per_sample": poses_per_sample,

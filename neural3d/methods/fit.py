@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from neural3d.export.media import write_image_rows, write_video
 from neural3d.fields import FIELDS
 from neural3d.methods.occupancy import OccupancyGrid, grid_bounds, march, visual_hull
 
@@ -346,16 +347,12 @@ def fit_object(train, eval_views, cfg: FitConfig, out_dir: str | Path, resume: s
 def save_renders_png(path: Path, truth: torch.Tensor, pred: torch.Tensor, max_rows: int = 8
                      ) -> Path:
     """Rows of ``truth | render | error (|diff| x 4)`` for up to ``max_rows`` views."""
-    import imageio.v3 as iio
-
     n = min(len(truth), max_rows)
     rows = []
     for i in range(n):
         err = ((truth[i] - pred[i]).abs().mean(-1, keepdim=True) * 4).clamp(0, 1).expand(-1, -1, 3)
-        rows.append(torch.cat([truth[i], pred[i], err], dim=1))
-    grid = torch.cat(rows, dim=0)
-    iio.imwrite(path, (grid.clamp(0, 1).numpy() * 255 + 0.5).astype("uint8"))
-    return path
+        rows.append(torch.stack([truth[i], pred[i], err]))
+    return write_image_rows(path, rows)
 
 
 def path_cameras(rec: dict, kind: str = "orbit", n: int = 48, width: int | None = None):
@@ -375,26 +372,6 @@ def path_cameras(rec: dict, kind: str = "orbit", n: int = 48, width: int | None 
     if width is not None and width != rec["width"]:
         cams = cams.scaled(width, round(rec["height"] * width / rec["width"]))
     return cams
-
-
-def write_video(path: Path, frames: list, fps: int = 24) -> Path:
-    """mp4 through imageio-ffmpeg; a .gif next to it when ffmpeg is unavailable."""
-    import imageio.v2 as iio
-
-    arr = [(f.clamp(0, 1).numpy() * 255 + 0.5).astype("uint8") for f in frames]
-    path = Path(path)
-    if path.suffix.lower() == ".mp4":
-        try:
-            import imageio_ffmpeg  # noqa: F401
-
-            h, w = arr[0].shape[:2]
-            block = 16 if (h % 16 == 0 and w % 16 == 0) else 1
-            iio.mimwrite(path, arr, fps=fps, macro_block_size=block, quality=8)
-            return path
-        except Exception:  # noqa: BLE001 - no ffmpeg: fall back to gif
-            path = path.with_suffix(".gif")
-    iio.mimwrite(path, arr, duration=1000 / fps, loop=0)
-    return path
 
 
 @torch.no_grad()

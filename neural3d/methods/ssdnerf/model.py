@@ -138,10 +138,6 @@ class SSDNeRFModel(nn.Module):
         return self.from_image(x.detach())
 
 
-def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
-    return -10.0 * torch.log10(mse.detach().clamp_min(1e-10))
-
-
 def count_parameters(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 

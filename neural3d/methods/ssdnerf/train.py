@@ -29,7 +29,8 @@ from neural3d.methods.ssdnerf.config import (
     model_record,
 )
 from neural3d.methods.ssdnerf.latents import LatentAdam, LatentCache
-from neural3d.methods.ssdnerf.model import SSDNeRFModel, psnr_from_mse
+from neural3d.methods.ssdnerf.model import SSDNeRFModel
+from neural3d.metrics.image import psnr_from_mse
 
 
 # ----------------------------------------------------------------------------------- data
@@ -143,7 +144,7 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
         if "render_mse" in parts:
             loss = loss + lw.render_weight * parts["render_mse"]
             out["render_mse"] = parts["render_mse"].detach()
-            out["psnr"] = psnr_from_mse(parts["render_mse"])
+            out["psnr"] = psnr_from_mse(parts["render_mse"].detach())
         if "diffusion" in parts:
             w = cfg.diffusion.weight if cfg.diffusion.weight > 0 else 1.0
             loss = loss + w * parts["diffusion"]

@@ -1,0 +1,54 @@
+"""Writing what people look at: image grids (PNG) and videos (mp4, GIF without ffmpeg).
+
+Images are float tensors in [0, 1], channels last (``[H, W, 3]``), as everywhere at the data
+boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Float images in [0, 1] (any leading shape, channels last) -> rounded uint8 array."""
+    return (images.detach().cpu().float().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def write_image_rows(path: str | Path, rows: Sequence[torch.Tensor]) -> Path:
+    """Rows of images ``[k_i, H, W, 3]`` -> one PNG, row ``i`` left to right; rows shorter than
+    the longest are padded with white."""
+    import imageio.v3 as iio
+
+    k = max(r.shape[0] for r in rows)
+    padded = [torch.cat([r, torch.ones(k - r.shape[0], *r.shape[1:])]) if r.shape[0] < k
+              else r for r in rows]
+    grid = torch.cat([torch.cat(list(r), 1) for r in padded], 0)
+    path = Path(path)
+    iio.imwrite(path, to_uint8(grid))
+    return path
+
+
+def write_video(path: str | Path, frames: Sequence[torch.Tensor] | torch.Tensor,
+                fps: int = 24) -> Path:
+    """Frames ``[T, H, W, 3]`` (a tensor or a list of ``[H, W, 3]``) -> mp4 through imageio-ffmpeg;
+    a .gif next to it when ffmpeg is unavailable. Returns the path written."""
+    import imageio.v2 as iio
+
+    arr = [to_uint8(f) for f in frames]
+    path = Path(path)
+    if path.suffix.lower() == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+
+            h, w = arr[0].shape[:2]
+            block = 16 if (h % 16 == 0 and w % 16 == 0) else 1
+            iio.mimwrite(path, arr, fps=fps, macro_block_size=block, quality=8)
+            return path
+        except Exception:  # noqa: BLE001 - no ffmpeg: fall back to gif
+            path = path.with_suffix(".gif")
+    iio.mimwrite(path, arr, duration=1000 / fps, loop=0)
+    return path
