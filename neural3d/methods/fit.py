@@ -34,6 +34,7 @@ from torch import nn
 from neural3d.export.media import write_image_rows, write_video
 from neural3d.fields import FIELDS
 from neural3d.methods.occupancy import OccupancyGrid, grid_bounds, march, visual_hull
+from neural3d.render.samplers import near_far_aabb
 
 FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
     "triplane": {"resolution": 128, "channels": 12, "hidden": 64, "layers": 2,
@@ -232,9 +233,7 @@ def fit_object(train, eval_views, cfg: FitConfig, out_dir: str | Path, resume: s
     o, d = cams.pixel_rays()
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     rgb = train.images.reshape(-1, 3)
-    from neural3d.methods.occupancy import ray_aabb
-
-    _, _, hit = ray_aabb(o, d, box)
+    _, _, hit = near_far_aabb(o, d, box)
     o, d, rgb = o[hit], d[hit], rgb[hit]
     fg_idx = ((rgb - bg).abs().amax(-1) > 0.03).nonzero()[:, 0]
     n_rays = o.shape[0]

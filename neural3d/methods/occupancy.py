@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neural3d.render.samplers import near_far_aabb
+
 
 @torch.no_grad()
 def visual_hull(images: torch.Tensor, cameras, background: torch.Tensor, aabb: torch.Tensor,
@@ -106,16 +108,6 @@ class OccupancyGrid(nn.Module):
         return float(occ.float().mean())
 
 
-def ray_aabb(origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
-    t0 = (aabb[:3] - origins) * inv
-    t1 = (aabb[3:] - origins) * inv
-    near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
-    far = torch.maximum(t0, t1).amin(-1)
-    return near, far, far > near
-
-
 def march(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGrid, step: float,
           jitter: torch.Tensor | None = None, max_samples: int | None = None):
     """Uniform steps of length ``step`` inside the box, kept only in occupied cells (packed).
@@ -123,7 +115,7 @@ def march(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGrid, step: 
     Returns ``positions [N,3], t_starts [N], t_ends [N], offsets [R], counts [R], ray_idx [N]``.
     ``jitter [R]`` in [0, 1) shifts the samples of each ray (training).
     """
-    near, far, hit = ray_aabb(origins, dirs, grid.aabb)
+    near, far, hit = near_far_aabb(origins, dirs, grid.aabb)
     span = (far - near).clamp_min(0)
     n_max = int(math.ceil(float(span.max()) / step)) if hit.any() else 1
     if max_samples is not None:
