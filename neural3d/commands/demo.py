@@ -13,6 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=float, default=150.0,
                    help="cap on training seconds (default 150)")
     p.add_argument("--res", type=int, default=64, help="image size (64)")
+    p.add_argument("--supersample", type=int, default=4,
+                   help="anti-aliasing of the toy renders: s x s rays per pixel, averaged "
+                        "(default 4, as real renders are; 1 = aliased point samples)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0: auto, fewer when the machine is busy)")
     p.add_argument("--quiet", action="store_true")
@@ -35,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     data_dir = out / "data"
     print(f"demo: writing one procedural toy car, 50 views at {args.res}x{args.res} "
-          f"(SRN layout) to {data_dir}", flush=True)
+          f"({args.supersample}x{args.supersample} supersampled, SRN layout) to {data_dir}",
+          flush=True)
     write_toy_dataset(data_dir, "cars", objects=1, views=50, test_views=0, res=args.res,
-                      seed=0, progress=False)
+                      seed=0, progress=False, supersample=args.supersample)
     obj = read_object(data_dir / "cars_train" / "car_train_00000")
     train, held = split_views(obj, 8)
     cfg = FitConfig(steps=args.steps or 800)
