@@ -11,6 +11,12 @@ itself adds ("bwd peak": resident-set high-water mark on CPU, allocator peak on 
 the gradients of densities and features, which every backend must produce), and the share of
 the memory-bandwidth bound reached.
 
+Timing: the backends take turns within each repetition (a slow phase of a shared machine hits
+all of them alike), under the default allocator settings. The CPU memory columns are measured
+afterwards with glibc's mmap threshold fixed at 1 MiB (every large block is then mapped and
+unmapped, so the high-water mark sees it); fixed before the timings, it would slow every backend
+with page faults (the torch reference, which allocates more, about 2.5x).
+
 Bandwidth model (bytes per sample, fp32, C channels): the forward must read density, t_start,
 t_end and C features: 12 + 4C bytes; the backward reads them again and writes the gradients of
 density and features: 16 + 8C bytes; forward+backward: 28 + 12C bytes (64 B for C = 3). The
@@ -54,6 +60,25 @@ def timed(fn, device, repeat, warmup=2):
         _sync(device)
         ts.append(time.perf_counter() - start)
     return statistics.median(ts) * 1e3
+
+
+def interleaved_times(runners: dict, device, repeat: int, warmup: int = 2) -> dict:
+    """Median ms of forward and forward+backward for each runner, the runners taking turns
+    within every repetition, so that a slow phase of a shared machine hits all of them alike."""
+    for run_fwd, run_fb in runners.values():
+        for _ in range(warmup):
+            run_fwd()
+            run_fb()
+    ts = {case: ([], []) for case in runners}
+    for _ in range(repeat):
+        for case, fns in runners.items():
+            for fn, acc in zip(fns, ts[case], strict=True):
+                _sync(device)
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                acc.append(time.perf_counter() - start)
+    return {case: tuple(statistics.median(a) * 1e3 for a in acc) for case, acc in ts.items()}
 
 
 def measure_bandwidth(device, mbytes=256, repeat=5):
@@ -196,8 +221,6 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    if args.device == "cpu":
-        _fixed_mmap_threshold()
     device = torch.device(args.device)
     r, s, c = args.rays, args.samples, args.channels
     native = "cuda" if device.type == "cuda" else "cpp"
@@ -222,16 +245,24 @@ def main(argv=None):
     bytes_fb = 28 + 12 * c
     inputs = make_inputs(r, s, c, device)
     bg = torch.ones(c, device=device)
+    cases = [(layout, name) for layout in args.layouts.split(",") for name in backends
+             if not (name == "nerfacc" and layout != "padded")]  # nerfacc packed needs CUDA
+    runners = {case: make_runner(case[1], case[0], inputs, bg) for case in cases}
+    times = interleaved_times({case: rr[:2] for case, rr in runners.items()}, device,
+                              args.repeat)
+    # memory last: it fixes glibc's mmap threshold (see _fixed_mmap_threshold), which would
+    # change the allocator's behaviour (and the timings) for everything after it
+    if device.type == "cpu":
+        _fixed_mmap_threshold()
+    memories = {case: rr[2]() for case, rr in runners.items()}
     rows = []
     for layout in args.layouts.split(","):
         ref_fwd = ref_fb = None
         for name in backends:
-            if name == "nerfacc" and layout != "padded":
-                continue  # nerfacc's packed functions need CUDA
-            run_fwd, run_fb, memory = make_runner(name, layout, inputs, bg)
-            fwd = timed(run_fwd, device, args.repeat)
-            fb = timed(run_fb, device, args.repeat)
-            saved_mb, peak_mb = memory()
+            if (layout, name) not in runners:
+                continue
+            fwd, fb = times[(layout, name)]
+            saved_mb, peak_mb = memories[(layout, name)]
             if name == "torch":
                 ref_fwd, ref_fb = fwd, fb
             n = r * s

@@ -211,9 +211,12 @@ N3D_INLINE void zero_from(float* dst, const Rays& b, int64_t s0, int64_t per) {
 }
 
 // Forward for rays r0 .. r0+nr-1. scratch: at least (2 * C * W + C) * W floats.
-static void forward_block(const BlockIn& in, const FwdOut& o, int64_t r0, int nr,
-                          int64_t /*smax_all*/, float* scratch) {
-  const int64_t C = in.C;
+// CC > 0 compiles the channel count in (loops over channels unroll, accumulators stay in
+// registers); CC = 0 takes it from `in` at run time.
+template <int CC>
+static void forward_block_c(const BlockIn& in, const FwdOut& o, int64_t r0, int nr,
+                            float* scratch) {
+  const int64_t C = CC > 0 ? CC : in.C;
   Rays b;
   block_rays(in, r0, nr, b);
   const bool uniform = !in.offsets && nr == W;  // padded layout, W full rays
@@ -222,6 +225,8 @@ static void forward_block(const BlockIn& in, const FwdOut& o, int64_t r0, int nr
   std::memset(acc, 0, sizeof(float) * C * W);
   const vf log_eps = vset(in.log_eps);
   vf logT = vset(0.0f), T = vset(1.0f), depth = vset(0.0f), opac = vset(0.0f);
+  vf accr[CC > 0 ? CC : 1];  // CC > 0: the accumulators, in registers
+  for (auto& a : accr) a = vset(0.0f);
   vf SG[W], A[W], B[W];
   int64_t s0 = 0;
   for (; s0 < b.smax; s0 += W) {
@@ -253,7 +258,11 @@ static void forward_block(const BlockIn& in, const FwdOut& o, int64_t r0, int nr
       opac += w;
       depth += w * (vset(0.5f) * (A[j] + B[j]));
       const vf* fj = F + j * C;
-      for (int64_t c = 0; c < C; ++c) vstore(acc + c * W, vload(acc + c * W) + w * fj[c]);
+      if constexpr (CC > 0) {
+        for (int c = 0; c < CC; ++c) accr[c] += w * fj[c];
+      } else {
+        for (int64_t c = 0; c < C; ++c) vstore(acc + c * W, vload(acc + c * W) + w * fj[c]);
+      }
     }
     if (o.weights) {
       if (full && uniform)
@@ -263,6 +272,8 @@ static void forward_block(const BlockIn& in, const FwdOut& o, int64_t r0, int nr
     }
   }
   if (o.weights && s0 < b.smax) zero_from(o.weights, b, s0, 1);
+  if constexpr (CC > 0)
+    for (int c = 0; c < CC; ++c) vstore(acc + c * W, accr[c]);
   for (int l = 0; l < nr; ++l) {
     const int64_t r = r0 + l;
     o.depth[r] = depth[l];
@@ -278,9 +289,10 @@ static void forward_block(const BlockIn& in, const FwdOut& o, int64_t r0, int nr
 // of the W rays in flight), instead of as total - prefix, which cancels catastrophically in fp32
 // once a ray is nearly opaque.
 // scratch: (C * W + C) * W + 3 * round_up(smax_all, W) * W floats, 64-byte aligned.
-static void backward_block(const BlockIn& in, const BwdIn& g, const BwdOut& o, int64_t r0, int nr,
-                           int64_t smax_all, float* scratch) {
-  const int64_t C = in.C;
+template <int CC>
+static void backward_block_c(const BlockIn& in, const BwdIn& g, const BwdOut& o, int64_t r0,
+                             int nr, int64_t smax_all, float* scratch) {
+  const int64_t C = CC > 0 ? CC : in.C;
   Rays b;
   block_rays(in, r0, nr, b);
   const bool uniform = !in.offsets && nr == W;  // padded layout, W full rays
@@ -300,6 +312,8 @@ static void backward_block(const BlockIn& in, const BwdIn& g, const BwdOut& o, i
   }
   const vf log_eps = vset(in.log_eps);
   const vf vgd = vload(gd), vgop = vload(gop);
+  vf gor[CC > 0 ? CC : 1];  // CC > 0: dL/dout per ray, in registers
+  for (int c = 0; c < (CC > 0 ? CC : 0); ++c) gor[c] = vload(GO + c * W);
   vf SG[W], A[W], B[W], GW[W];
   vf logT = vset(0.0f), T = vset(1.0f);
   int64_t s0 = 0;
@@ -334,7 +348,7 @@ static void backward_block(const BlockIn& in, const BwdIn& g, const BwdOut& o, i
       if (g.g_weights) gi += GW[j];
       vf* fj = F + j * C;
       for (int64_t c = 0; c < C; ++c) {
-        const vf goc = vload(GO + c * W);
+        const vf goc = CC > 0 ? gor[c] : vload(GO + c * W);
         gi += goc * fj[c];
         fj[c] = w * goc;  // d out_c / d feat = w_i: replaces the feature in place
       }
@@ -367,6 +381,21 @@ static void backward_block(const BlockIn& in, const BwdIn& g, const BwdOut& o, i
     zero_from(o.g_sigma, b, s_end, 1);
     zero_from(o.g_feat, b, s_end, C);
   }
+}
+
+// Entry points: RGB (C = 3) and single-channel (C = 1) blocks get specialised code.
+static void forward_block(const BlockIn& in, const FwdOut& o, int64_t r0, int nr,
+                          int64_t /*smax_all*/, float* scratch) {
+  if (in.C == 3) return forward_block_c<3>(in, o, r0, nr, scratch);
+  if (in.C == 1) return forward_block_c<1>(in, o, r0, nr, scratch);
+  forward_block_c<0>(in, o, r0, nr, scratch);
+}
+
+static void backward_block(const BlockIn& in, const BwdIn& g, const BwdOut& o, int64_t r0, int nr,
+                           int64_t smax_all, float* scratch) {
+  if (in.C == 3) return backward_block_c<3>(in, g, o, r0, nr, smax_all, scratch);
+  if (in.C == 1) return backward_block_c<1>(in, g, o, r0, nr, smax_all, scratch);
+  backward_block_c<0>(in, g, o, r0, nr, smax_all, scratch);
 }
 
 #undef N3D_INLINE
