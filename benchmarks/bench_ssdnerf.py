@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--skip-gen", action="store_true")
     ap.add_argument("--modes", default="mean,finetune,guided,guided_finetune")
     ap.add_argument("--guidance-scale", type=float, default=None)
+    ap.add_argument("--guidance-wrt", choices=["x0", "xt"], default=None)
     ap.add_argument("--prior-weight", type=float, default=None,
                     help="fine-tuning prior weight (x c_diff)")
     ap.add_argument("--threads", type=int, default=1)
@@ -109,6 +110,7 @@ def main() -> None:
 
         model, rc = single.model, single.cfg.recon
         over = {k: v for k, v in (("guidance_scale", args.guidance_scale),
+                                  ("guidance_wrt", args.guidance_wrt),
                                   ("finetune_prior_weight", args.prior_weight)) if v is not None}
         rc = dataclasses.replace(rc, **over)
         results["recon_config"] = dataclasses.asdict(rc)

@@ -84,6 +84,7 @@ class OptimConfig:
 @dataclass
 class ReconConfig:
     guidance_scale: float = 1.0     # step size of the rendering-loss gradient on x0_hat
+    guidance_wrt: str = "x0"        # "x0": step on x0_hat; "xt": gradient through the denoiser
     guidance_steps: int = 50        # DDIM steps of guided sampling
     guidance_rays: int = 0          # rays per guidance step (0 = all observed pixels)
     finetune_steps: int = 100

@@ -1,9 +1,10 @@
 """Single/few-view reconstruction of unseen objects with the learned prior.
 
 1. **Reconstruction-guided sampling**: sample a latent with DDIM while the measurement-guidance
-   hook of :mod:`neural3d.diffusion` (:class:`~neural3d.diffusion.MeasurementGuidance`,
-   ``wrt="x0"``, plain gradient steps) pulls each predicted clean latent ``x0_hat`` down the
-   gradient of the rendering loss on the observed view(s).
+   hook of :mod:`neural3d.diffusion` (:class:`~neural3d.diffusion.MeasurementGuidance`) pulls
+   each predicted clean latent ``x0_hat`` down the gradient of the rendering loss on the observed
+   view(s): ``recon.guidance_wrt="x0"`` takes plain gradient steps on ``x0_hat``, ``"xt"``
+   differentiates through the denoiser to the noisy latent (reconstruction guidance).
 2. **Fine-tuning**: optimise the latent with Adam on the rendering loss of the observed views plus
    the diffusion prior (the denoising loss at random ``t``, gradient into the latent), which keeps
    the unseen sides plausible.
@@ -55,7 +56,7 @@ def guided_sample(model: SSDNeRFModel, images: torch.Tensor, cams, rc: ReconConf
         # sum-of-squares / 2 over rays: the gradient per texel does not shrink with more pixels
         return render_loss(model, model.from_image(x0), o, d, rgb, rc.guidance_rays, g, "sum")
 
-    guidance = [MeasurementGuidance(loss_fn, scale=rc.guidance_scale, wrt="x0",
+    guidance = [MeasurementGuidance(loss_fn, scale=rc.guidance_scale, wrt=rc.guidance_wrt,
                                     snr_weighted=False)] if rc.guidance_scale > 0 else None
     if x_T is None:
         x_T = torch.randn((1, 3 * model.C, model.R, model.R), generator=g)
