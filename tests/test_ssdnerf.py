@@ -96,14 +96,16 @@ def test_latent_cache_round_trip_touches_only_batch_rows(tmp_path):
         LatentAdam(LatentCache(5, (3, 2, 4, 4))).load_state_dict(state)
 
 
-def test_guided_sampling_lowers_rendering_loss(data_root, tmp_path):
+@pytest.mark.parametrize("wrt", ["x0", "xt"])
+def test_guided_sampling_lowers_rendering_loss(data_root, tmp_path, wrt):
     cfg = tiny_config(data_root, tmp_path / "run")
     torch.manual_seed(0)
     model = SSDNeRFModel(cfg).eval()
     test = load_split(cfg.data, "test")
     images, cams = test.views(0)
     images, cams = images[:1], cams[torch.tensor([0])]
-    rc = dataclasses.replace(cfg.recon, guidance_steps=8, guidance_scale=30.0)
+    rc = dataclasses.replace(cfg.recon, guidance_steps=8, guidance_wrt=wrt,
+                             guidance_scale={"x0": 30.0, "xt": 100.0}[wrt])
     x_T = torch.randn(1, 3 * model.C, model.R, model.R, generator=torch.Generator().manual_seed(3))
     guided = guided_sample(model, images, cams, rc, x_T=x_T)
     plain = guided_sample(model, images, cams, dataclasses.replace(rc, guidance_scale=0.0),
