@@ -99,11 +99,13 @@ def main() -> None:
                 "fid": fid_from_features(f, f_real), "kid": kid_from_features(f, f_real),
                 "images": len(imgs), "sample_seconds": round(t_sample, 1)}
             print(f"[gen] {name}: {results['generation'][name]}", flush=True)
-            from neural3d.eval.protocol import _save_grid
+            from neural3d.export.media import write_image_rows
 
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            _save_grid(Path(args.out).with_name(f"bench_ssdnerf_{name}.png"),
-                       [imgs[i * args.poses:(i + 1) * args.poses] for i in range(8)])
+            grid = write_image_rows(Path(args.out).with_name(f"bench_ssdnerf_{name}.png"),
+                                    [imgs[i * args.poses:(i + 1) * args.poses]
+                                     for i in range(min(8, args.num))])
+            print(f"[gen] {name}: sample grid {grid}", flush=True)
 
     if not args.skip_recon:
         import dataclasses
