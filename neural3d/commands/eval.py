@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             q.add_argument("--recon", default="guided_finetune",
                            choices=["guided_finetune", "guided", "finetune", "mean"])
             q.add_argument("--guidance-scale", type=float, default=None)
+            q.add_argument("--guidance-wrt", default=None, choices=["x0", "xt"],
+                           help="guidance on x0_hat or through the denoiser (default: the "
+                                "checkpoint's recon.guidance_wrt)")
             q.add_argument("--finetune-steps", type=int, default=None)
             q.add_argument("--no-fid", action="store_true")
             q.add_argument("--lpips-net", default="vgg", choices=["vgg", "alex"])
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.task == "nvs":
             over = {k: v for k, v in (("guidance_scale", args.guidance_scale),
+                                      ("guidance_wrt", args.guidance_wrt),
                                       ("finetune_steps", args.finetune_steps)) if v is not None}
             res = evaluate_nvs(args.method, args.ckpt, args.data, out, split=args.split,
                                input_views=args.input_views, category=args.category,
