@@ -130,7 +130,8 @@ def test_loss_weighting_relations():
 
 @pytest.mark.parametrize("kind", ["eps", "x0", "v"])
 @pytest.mark.parametrize("sampler,steps,kw", [
-    ("ddpm", 1000, {}), ("ddim", 200, {}), ("ddim", 250, {"eta": 1.0}), ("dpmpp2m", 20, {}),
+    ("ddpm", 1000, {}), ("ddim", 200, {}), ("ddim", 250, {"eta": 1.0}),
+    ("dpmpp2m", 20, {"spacing": "logsnr"}), ("dpmpp2m", 40, {"spacing": "uniform"}),
 ])
 def test_oracle_samplers_match_gaussian(kind, sampler, steps, kw):
     sched = DiscreteSchedule.linear(1000) if sampler == "ddpm" else CosineSchedule()
@@ -145,9 +146,9 @@ def test_oracle_samplers_match_gaussian(kind, sampler, steps, kw):
 def test_oracle_ode_other_schedules(sched_name):
     sched = SCHEDULES[sched_name]
     g = torch.Generator().manual_seed(2)
-    for sampler, steps in (("ddim", 200), ("dpmpp2m", 25)):
+    for sampler, steps, kw in (("ddim", 200, {}), ("dpmpp2m", 25, {"spacing": "logsnr"})):
         x = S.sample(oracle(sched, "v"), SHAPE, sched, sampler=sampler, steps=steps,
-                     parameterization="v", generator=g)
+                     parameterization="v", generator=g, **kw)
         check_moments(x)
 
 

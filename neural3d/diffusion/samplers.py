@@ -166,14 +166,20 @@ def ddpm_sample(model, shape=None, schedule=None, *, steps: int | None = None,
 def dpmpp_2m_sample(model, shape=None, schedule=None, *, steps: int = 20,
                     parameterization: str = "eps", model_kwargs: dict | None = None,
                     guidance: list | None = None, thresholding: str | None = None,
-                    spacing: str = "logsnr", x_T: torch.Tensor | None = None,
+                    spacing: str = "uniform", x_T: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, device=None,
                     dtype=torch.float32, progress: bool = False,
                     callback: Callable | None = None) -> torch.Tensor:
     """DPM-Solver++(2M): with ``lambda = log(alpha / sigma)`` and ``h = lambda_s - lambda_t``,
     ``x_s = sigma_s / sigma_t x_t - alpha_s (e^{-h} - 1) D`` where ``D = x0_hat`` (first step and
     the final step to ``t = 0``) or ``D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_prev`` with
-    ``r = h_prev / h``."""
+    ``r = h_prev / h``.
+
+    ``spacing`` defaults to uniform in ``t``: on the toy 32x32 U-Net (v, cosine, 1000 steps, 200
+    samples) 20 steps gave FID 105.1 uniform, 113.7 karras and 127.6 logsnr, against 107.0 for
+    DDPM-1000. ``"logsnr"`` solves the exact ODE more accurately at few steps (the Gaussian
+    oracle tests pass with it at 20 steps; uniform needs about 40 there), but the learned
+    model's samples were worse with it."""
     den = _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding)
     x = _init(x_T, shape, generator, device, dtype)
     x0_prev, h_prev = None, None
