@@ -12,10 +12,10 @@ the gradients of densities and features, which every backend must produce), and 
 the memory-bandwidth bound reached.
 
 Timing: the backends take turns within each repetition (a slow phase of a shared machine hits
-all of them alike), under the default allocator settings. The CPU memory columns are measured
-afterwards with glibc's mmap threshold fixed at 1 MiB (every large block is then mapped and
-unmapped, so the high-water mark sees it); fixed before the timings, it would slow every backend
-with page faults (the torch reference, which allocates more, about 2.5x).
+all of them alike), under the default allocator settings. The CPU memory columns come from a
+child process with glibc's mmap threshold fixed at 1 MiB (every large block is then mapped and
+unmapped, so the high-water mark sees it); fixed in the timing process, it would slow every
+backend with page faults (the torch reference, which allocates more, about 2.5x).
 
 Bandwidth model (bytes per sample, fp32, C channels): the forward must read density, t_start,
 t_end and C features: 12 + 4C bytes; the backward reads them again and writes the gradients of
@@ -32,6 +32,7 @@ import gc
 import json
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -208,6 +209,19 @@ def make_runner(name, layout, inputs, bg):
     return run_fwd, run_fwd_bwd, memory
 
 
+def _memory_columns(argv, runners, device) -> dict:
+    """(saved MB, backward peak MB) per case. On the CPU in a child process that fixes glibc's
+    mmap threshold first (see _fixed_mmap_threshold): done here, it would change the allocator's
+    behaviour, and the timings, for the rest of the run."""
+    if device.type != "cpu":
+        return {case: rr[2]() for case, rr in runners.items()}
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = subprocess.run([sys.executable, __file__, *argv, "--memory-only"], check=True,
+                         capture_output=True, text=True).stdout
+    return {(layout, name): (saved, peak)
+            for layout, name, saved, peak in json.loads(out.strip().splitlines()[-1])}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rays", type=int, default=4096)
@@ -218,7 +232,10 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--layouts", default="padded,packed")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON only")
+    p.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.memory_only and args.device == "cpu":
+        _fixed_mmap_threshold()  # before any allocation: this process only measures memory
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -248,13 +265,12 @@ def main(argv=None):
     cases = [(layout, name) for layout in args.layouts.split(",") for name in backends
              if not (name == "nerfacc" and layout != "padded")]  # nerfacc packed needs CUDA
     runners = {case: make_runner(case[1], case[0], inputs, bg) for case in cases}
+    if args.memory_only:
+        print(json.dumps([[*case, *rr[2]()] for case, rr in runners.items()]))
+        return 0
+    memories = _memory_columns(argv, runners, device)
     times = interleaved_times({case: rr[:2] for case, rr in runners.items()}, device,
                               args.repeat)
-    # memory last: it fixes glibc's mmap threshold (see _fixed_mmap_threshold), which would
-    # change the allocator's behaviour (and the timings) for everything after it
-    if device.type == "cpu":
-        _fixed_mmap_threshold()
-    memories = {case: rr[2]() for case, rr in runners.items()}
     rows = []
     for layout in args.layouts.split(","):
         ref_fwd = ref_fb = None
