@@ -255,11 +255,6 @@ def main(argv=None):
         notes.append(f"{native} backend unavailable: {render_backend.describe()['unavailable']}")
         backends.remove(native)
 
-    # copy of the same size as the benchmark's inputs (so the same cache level serves it)
-    in_mb = max(1, r * s * (3 + c) * 4 // 2**20)
-    bandwidth = measure_bandwidth(device, mbytes=in_mb)
-    bytes_fwd = 12 + 4 * c
-    bytes_fb = 28 + 12 * c
     inputs = make_inputs(r, s, c, device)
     bg = torch.ones(c, device=device)
     cases = [(layout, name) for layout in args.layouts.split(",") for name in backends
@@ -269,33 +264,33 @@ def main(argv=None):
         print(json.dumps([[*case, *rr[2]()] for case, rr in runners.items()]))
         return 0
     memories = _memory_columns(argv, runners, device)
+    # copy of the same size as the benchmark's inputs (so the same cache level serves it)
+    in_mb = max(1, r * s * (3 + c) * 4 // 2**20)
+    bandwidth = measure_bandwidth(device, mbytes=in_mb)
+    bytes_fwd = 12 + 4 * c
+    bytes_fb = 28 + 12 * c
     times = interleaved_times({case: rr[:2] for case, rr in runners.items()}, device,
                               args.repeat)
     rows = []
-    for layout in args.layouts.split(","):
-        ref_fwd = ref_fb = None
-        for name in backends:
-            if (layout, name) not in runners:
-                continue
-            fwd, fb = times[(layout, name)]
-            saved_mb, peak_mb = memories[(layout, name)]
-            if name == "torch":
-                ref_fwd, ref_fb = fwd, fb
-            n = r * s
-            rows.append({
-                "backend": name + (f" ({mod.simd_isa()})" if name == native and mod else ""),
-                "layout": layout,
-                "shape": f"{r}x{s}x{c}",
-                "fwd_ms": round(fwd, 3),
-                "fwd_bwd_ms": round(fb, 3),
-                "msamples_per_s": round(n / (fb / 1e3) / 1e6, 1),
-                "speedup_fwd_vs_torch": round(ref_fwd / fwd, 2) if ref_fwd else None,
-                "speedup_fwd_bwd_vs_torch": round(ref_fb / fb, 2) if ref_fb else None,
-                "saved_mb": round(saved_mb, 2),
-                "bwd_peak_mb": round(peak_mb, 2),
-                "pct_bw_bound_fwd": round(100 * n * bytes_fwd / bandwidth / (fwd / 1e3), 1),
-                "pct_bw_bound_fwd_bwd": round(100 * n * bytes_fb / bandwidth / (fb / 1e3), 1),
-            })
+    n = r * s
+    for layout, name in cases:
+        fwd, fb = times[(layout, name)]
+        ref_fwd, ref_fb = times[(layout, "torch")]  # the reference runs in every layout
+        saved_mb, peak_mb = memories[(layout, name)]
+        rows.append({
+            "backend": name + (f" ({mod.simd_isa()})" if name == native and mod else ""),
+            "layout": layout,
+            "shape": f"{r}x{s}x{c}",
+            "fwd_ms": round(fwd, 3),
+            "fwd_bwd_ms": round(fb, 3),
+            "msamples_per_s": round(n / (fb / 1e3) / 1e6, 1),
+            "speedup_fwd_vs_torch": round(ref_fwd / fwd, 2),
+            "speedup_fwd_bwd_vs_torch": round(ref_fb / fb, 2),
+            "saved_mb": round(saved_mb, 2),
+            "bwd_peak_mb": round(peak_mb, 2),
+            "pct_bw_bound_fwd": round(100 * n * bytes_fwd / bandwidth / (fwd / 1e3), 1),
+            "pct_bw_bound_fwd_bwd": round(100 * n * bytes_fb / bandwidth / (fb / 1e3), 1),
+        })
     meta = {
         "device": str(device),
         "threads": args.threads,
