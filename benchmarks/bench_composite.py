@@ -20,8 +20,13 @@ backend with page faults (the torch reference, which allocates more, about 2.5x)
 Bandwidth model (bytes per sample, fp32, C channels): the forward must read density, t_start,
 t_end and C features: 12 + 4C bytes; the backward reads them again and writes the gradients of
 density and features: 16 + 8C bytes; forward+backward: 28 + 12C bytes (64 B for C = 3). The
-bandwidth is measured in the same run with a large tensor copy (read + write). "% BW" is
-(bytes / bandwidth) / measured time: 100 % would be a kernel limited by memory alone.
+bandwidth is measured in the same run with a tensor copy (read + write; on the CPU of the
+inputs' size, on a GPU of at least 1 GiB, i.e. HBM). "% BW" is (bytes / bandwidth) / measured
+time: 100 % would be a kernel limited by memory alone. Times include the Python and autograd
+overhead of each call, so small inputs on a GPU measure launch overhead more than the kernels.
+
+nerfacc (when installed): its batched functions (torch ops) in the padded layout; on CUDA also
+its packed path (its own CUDA scan kernels, JIT-built on first use, + ``index_add``).
 """
 
 from __future__ import annotations
@@ -83,14 +88,48 @@ def interleaved_times(runners: dict, device, repeat: int, warmup: int = 2) -> di
 
 
 def measure_bandwidth(device, mbytes=256, repeat=5):
+    """Copy bandwidth in bytes/s (read + write) of an ``mbytes`` MB tensor copy: best of
+    ``repeat``, timed with CUDA events on a GPU."""
     n = mbytes * 2**20 // 4
     src = torch.rand(n, device=device)
     dst = torch.empty_like(src)
     def copy():
         dst.copy_(src)
 
-    ms = min(timed(copy, device, 1, warmup=1) for _ in range(repeat))
-    return 2 * n * 4 / (ms / 1e3)  # bytes/s, read + write
+    if device.type == "cuda":
+        copy()
+        ms = float("inf")
+        for _ in range(repeat):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            copy()
+            end.record()
+            end.synchronize()
+            ms = min(ms, start.elapsed_time(end))
+    else:
+        ms = min(timed(copy, device, 1, warmup=1) for _ in range(repeat))
+    return 2 * n * 4 / (ms / 1e3)
+
+
+def nerfacc_layouts(device, packed: bool = True) -> tuple[list[str], str | None]:
+    """Layouts nerfacc can run on ``device`` (batched torch ops everywhere; packed needs its
+    CUDA extension, JIT-built on first import), and a note on what is missing."""
+    try:
+        import nerfacc  # noqa: F401
+    except Exception as exc:
+        return [], f"nerfacc not available ({type(exc).__name__}: {exc}); column skipped"
+    if device.type != "cuda":
+        return ["padded"], "nerfacc packed needs CUDA; padded (batched) functions only"
+    if not packed:
+        return ["padded"], "nerfacc packed skipped (--no-nerfacc-packed)"
+    try:
+        from nerfacc.cuda._backend import _C
+
+        if _C is None:
+            raise RuntimeError("its CUDA extension did not build")
+    except Exception as exc:
+        return ["padded"], f"nerfacc packed unavailable ({type(exc).__name__}: {exc})"
+    return ["padded", "packed"], None
 
 
 def _rss_kb():
@@ -140,7 +179,7 @@ def make_runner(name, layout, inputs, bg):
         p_sig, p_t0, p_t1 = sig.reshape(-1), t0.reshape(-1), t1.reshape(-1)
         p_feat = feat.reshape(r * s, -1)
 
-    if name == "nerfacc":
+    if name == "nerfacc" and layout == "padded":
         from nerfacc import accumulate_along_rays, render_weight_from_density
 
         mids = (0.5 * (t0 + t1))[..., None]
@@ -150,6 +189,19 @@ def make_runner(name, layout, inputs, bg):
             op = accumulate_along_rays(w, None)
             out = accumulate_along_rays(w, f) + (1.0 - op) * bg
             return out, accumulate_along_rays(w, mids)[..., 0], op[..., 0]
+    elif name == "nerfacc":  # packed: nerfacc's CUDA scan kernels + index_add
+        from nerfacc import accumulate_along_rays, render_weight_from_density
+
+        packed_info = torch.stack([offsets, counts], dim=-1)
+        ray_indices = torch.repeat_interleave(torch.arange(r, device=sig.device), counts)
+        p_mids = (0.5 * (p_t0 + p_t1))[:, None]
+
+        def forward(x, f):
+            w, _, _ = render_weight_from_density(p_t0, p_t1, x, packed_info=packed_info)
+            op = accumulate_along_rays(w, None, ray_indices=ray_indices, n_rays=r)
+            out = accumulate_along_rays(w, f, ray_indices=ray_indices, n_rays=r)
+            depth = accumulate_along_rays(w, p_mids, ray_indices=ray_indices, n_rays=r)
+            return out + (1.0 - op) * bg, depth[:, 0], op[:, 0]
     elif layout == "padded":
         def forward(x, f):
             res = composite(x, f, t0, t1, background=bg, backend=name)
@@ -232,6 +284,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--layouts", default="padded,packed")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON only")
+    p.add_argument("--no-nerfacc-packed", action="store_true",
+                   help="skip nerfacc's packed CUDA path (its extension JIT-builds on first use)")
     p.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_only and args.device == "cpu":
@@ -241,15 +295,11 @@ def main(argv=None):
     device = torch.device(args.device)
     r, s, c = args.rays, args.samples, args.channels
     native = "cuda" if device.type == "cuda" else "cpp"
-    backends = ["torch", native]
+    backends = ["torch", native, "nerfacc"]
     notes = []
-    try:
-        import nerfacc  # noqa: F401
-
-        if device.type == "cpu":
-            backends.append("nerfacc")
-    except Exception as exc:
-        notes.append(f"nerfacc not available ({type(exc).__name__}: {exc}); column skipped")
+    nerfacc_ok, note = nerfacc_layouts(device, packed=not args.no_nerfacc_packed)
+    if note:
+        notes.append(note)
     _, mod = render_backend.select(device, native)
     if mod is None:
         notes.append(f"{native} backend unavailable: {render_backend.describe()['unavailable']}")
@@ -258,14 +308,17 @@ def main(argv=None):
     inputs = make_inputs(r, s, c, device)
     bg = torch.ones(c, device=device)
     cases = [(layout, name) for layout in args.layouts.split(",") for name in backends
-             if not (name == "nerfacc" and layout != "padded")]  # nerfacc packed needs CUDA
+             if name != "nerfacc" or layout in nerfacc_ok]
     runners = {case: make_runner(case[1], case[0], inputs, bg) for case in cases}
     if args.memory_only:
         print(json.dumps([[*case, *rr[2]()] for case, rr in runners.items()]))
         return 0
     memories = _memory_columns(argv, runners, device)
-    # copy of the same size as the benchmark's inputs (so the same cache level serves it)
+    # CPU: a copy of the inputs' size (so the same cache level serves it). GPU: at least 1 GiB,
+    # so the bound is the HBM bandwidth (smaller inputs may sit in L2 between repetitions).
     in_mb = max(1, r * s * (3 + c) * 4 // 2**20)
+    if device.type == "cuda":
+        in_mb = max(in_mb, 1024)
     bandwidth = measure_bandwidth(device, mbytes=in_mb)
     bytes_fwd = 12 + 4 * c
     bytes_fb = 28 + 12 * c
@@ -322,7 +375,7 @@ def main(argv=None):
     console = Console(width=200)
     console.print(table)
     console.print(f"copy bandwidth {meta['bandwidth_gb_s']} GB/s (copy of {in_mb} MB, "
-                  f"the inputs' size, read + write); bytes/sample model: forward "
+                  f"read + write); bytes/sample model: forward "
                   f"{bytes_fwd} B, forward+backward {bytes_fb} B (12+4C, 28+12C)")
     for note in notes:
         console.print(f"note: {note}")
