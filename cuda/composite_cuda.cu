@@ -59,7 +59,9 @@ struct Args {
   bool unit_delta;
 };
 
-template <typename T>
+// CC > 0: the channel count compiled in; each lane then sums w * feat for its own samples in
+// registers across the chunks and the warp reduces once per ray. CC == 0: any C, reduced per chunk.
+template <typename T, int CC>
 __global__ void forward_kernel(Args<T> a, T* __restrict__ out, T* __restrict__ depth,
                                T* __restrict__ opacity, T* __restrict__ weights) {
   const int64_t ray = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / kWarp;
@@ -67,8 +69,9 @@ __global__ void forward_kernel(Args<T> a, T* __restrict__ out, T* __restrict__ d
   if (ray >= a.R) return;  // uniform per warp
   const int64_t off = a.offsets ? a.offsets[ray] : ray * a.S;
   const int64_t n = a.counts ? a.counts[ray] : a.S;
-  const int64_t C = a.C;
+  const int64_t C = CC > 0 ? CC : a.C;
   T carry = 0, acc_d = 0, acc_o = 0;
+  T acc_f[CC > 0 ? CC : 1] = {};
   for (int64_t base = 0; base < n; base += kWarp) {
     if (a.early_stop && !(carry >= a.log_eps)) break;  // carry is uniform across the warp
     const int64_t s = base + lane;
@@ -76,8 +79,8 @@ __global__ void forward_kernel(Args<T> a, T* __restrict__ out, T* __restrict__ d
     const int64_t i = off + s;
     T tau = 0, mid = 0;
     if (valid) {
-      const T lo = a.t0[i], hi = a.t1[i];
-      tau = a.unit_delta ? a.sigma[i] : a.sigma[i] * (hi - lo);
+      const T lo = __ldg(a.t0 + i), hi = __ldg(a.t1 + i);
+      tau = a.unit_delta ? __ldg(a.sigma + i) : __ldg(a.sigma + i) * (hi - lo);
       mid = T(0.5) * (lo + hi);
     }
     const T incl = warp_incl_scan(tau, lane);
@@ -89,12 +92,26 @@ __global__ void forward_kernel(Args<T> a, T* __restrict__ out, T* __restrict__ d
     if (weights && valid) weights[i] = w;
     acc_o += w;
     acc_d += w * mid;
-    for (int64_t c = 0; c < C; ++c) {
-      T v = valid ? w * a.feat[i * C + c] : T(0);
-      v = warp_sum(v);
-      if (lane == 0) out[ray * C + c] += v;
+    if constexpr (CC > 0) {
+      if (valid) {
+#pragma unroll
+        for (int c = 0; c < CC; ++c) acc_f[c] += w * __ldg(a.feat + i * CC + c);
+      }
+    } else {
+      for (int64_t c = 0; c < C; ++c) {
+        T v = valid ? w * a.feat[i * C + c] : T(0);
+        v = warp_sum(v);
+        if (lane == 0) out[ray * C + c] += v;
+      }
     }
     carry -= __shfl_sync(kFull, incl, kWarp - 1);
+  }
+  if constexpr (CC > 0) {
+#pragma unroll
+    for (int c = 0; c < CC; ++c) {
+      const T v = warp_sum(acc_f[c]);
+      if (lane == 0) out[ray * CC + c] = v;
+    }
   }
   acc_o = warp_sum(acc_o);
   acc_d = warp_sum(acc_d);
@@ -257,9 +274,16 @@ std::vector<at::Tensor> composite_forward_cuda(const at::Tensor& sigma, const at
     Args<scalar_t> a{sigma.data_ptr<scalar_t>(), t0.data_ptr<scalar_t>(),
                      t1.data_ptr<scalar_t>(), feat.data_ptr<scalar_t>(), ptr(offsets),
                      ptr(counts), L.R, L.S, L.C, (scalar_t)log_eps, early, unit_delta};
-    forward_kernel<scalar_t><<<grid_for(L.R), kThreads, 0, stream>>>(
-        a, out.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), opacity.data_ptr<scalar_t>(),
-        want_weights ? weights.data_ptr<scalar_t>() : nullptr);
+    scalar_t* w = want_weights ? weights.data_ptr<scalar_t>() : nullptr;
+    const auto launch = [&](auto kernel) {
+      kernel<<<grid_for(L.R), kThreads, 0, stream>>>(a, out.data_ptr<scalar_t>(),
+                                                     depth.data_ptr<scalar_t>(),
+                                                     opacity.data_ptr<scalar_t>(), w);
+    };
+    if (L.C == 1) launch(forward_kernel<scalar_t, 1>);
+    else if (L.C == 3) launch(forward_kernel<scalar_t, 3>);
+    else if (L.C == 4) launch(forward_kernel<scalar_t, 4>);
+    else launch(forward_kernel<scalar_t, 0>);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {out, depth, opacity, weights};
