@@ -39,6 +39,7 @@ struct BlockIn {
   const float* feat;
   const int64_t* offsets;  // null: padded
   const int64_t* counts;
+  int64_t R;  // rays
   int64_t S;  // padded samples per ray
   int64_t C;
   float log_eps;  // -inf when off
@@ -311,7 +312,8 @@ std::vector<at::Tensor> composite_forward(const at::Tensor& sigma, const at::Ten
   const Isa& I = isa();
   if (sigma.scalar_type() == at::kFloat && I.fwd) {
     BlockIn in{sigma.data_ptr<float>(), t0.data_ptr<float>(), t1.data_ptr<float>(),
-               feat.data_ptr<float>(), offs, cnts, L.S, L.C, (float)log_eps, early, unit_delta};
+               feat.data_ptr<float>(), offs, cnts, L.R, L.S, L.C, (float)log_eps, early,
+               unit_delta};
     FwdOut o{out.data_ptr<float>(), depth.data_ptr<float>(), opacity.data_ptr<float>(),
              want_weights ? weights.data_ptr<float>() : nullptr};
     const int64_t Wd = I.width, nblocks = (L.R + Wd - 1) / Wd;
@@ -372,7 +374,8 @@ std::vector<at::Tensor> composite_backward(
   const Isa& I = isa();
   if (sigma.scalar_type() == at::kFloat && I.bwd) {
     BlockIn in{sigma.data_ptr<float>(), t0.data_ptr<float>(), t1.data_ptr<float>(),
-               feat.data_ptr<float>(), offs, cnts, L.S, L.C, (float)log_eps, early, unit_delta};
+               feat.data_ptr<float>(), offs, cnts, L.R, L.S, L.C, (float)log_eps, early,
+               unit_delta};
     BwdIn gi{out.data_ptr<float>(), depth.data_ptr<float>(), opacity.data_ptr<float>(),
              g_out.data_ptr<float>(), g_depth.data_ptr<float>(), g_opacity.data_ptr<float>(),
              has_gw ? g_weights->data_ptr<float>() : nullptr};
@@ -388,6 +391,9 @@ std::vector<at::Tensor> composite_backward(
         const int64_t r0 = b * Wd;
         I.bwd(in, gi, o, r0, (int)std::min<int64_t>(Wd, L.R - r0), L.smax, aligned);
       }
+#ifdef N3D_X86
+      _mm_sfence();  // order the streaming stores before the threads join
+#endif
     });
     return {g_sigma, g_feat};
   }

@@ -12,6 +12,10 @@
 // Ragged tiles (ray ends, packed rays of different lengths, the last partial block of rays) are
 // staged through a zero-padded buffer; padding has zero density and contributes nothing.
 //
+// Memory: the next block's inputs are prefetched into L2 while a block runs, and the backward
+// writes its gradients with streaming (non-temporal) stores on AVX-512; both matter once the
+// inputs are not in cache, which is the usual case in a training step.
+//
 // Requires <cstdint> and <cstring>, and the Block structs of composite_cpu.cpp.
 
 typedef float vf __attribute__((vector_size(4 * NEURAL3D_W)));
@@ -156,6 +160,54 @@ N3D_INLINE void block_rays(const BlockIn& in, int64_t r0, int nr, Rays& b) {
   }
 }
 
+// Software prefetch of the next block's inputs into L2, a slice per tile. A block reads W short
+// rows (one per ray) of each input, too short for the hardware prefetchers to ramp up on, so
+// without it every tile waits on memory once the inputs are not in cache. Only a hint: a packed
+// layout whose next rays are not stored together is skipped.
+struct NextBlock {
+  int64_t lo, hi;  // sample range [lo, hi) of the next block (hi == lo: nothing to prefetch)
+};
+
+N3D_INLINE NextBlock next_block(const BlockIn& in, int64_t r0) {
+  const int64_t r1 = r0 + W;
+  if (r1 >= in.R) return {0, 0};
+  const int64_t r2 = (r1 + W < in.R ? r1 + W : in.R) - 1;  // last ray of the next block
+  if (!in.offsets) return {r1 * in.S, (r2 + 1) * in.S};
+  const int64_t lo = in.offsets[r1], hi = in.offsets[r2] + in.counts[r2];
+  return (hi > lo && hi - lo <= 64 * W * W) ? NextBlock{lo, hi} : NextBlock{0, 0};
+}
+
+// Prefetch slice `part` of `parts` of the next block's densities, intervals, features (and an
+// optional per-sample gradient).
+N3D_INLINE void prefetch_slice(const BlockIn& in, const NextBlock& nb, int64_t part, int64_t parts,
+                               const float* extra = nullptr) {
+  const int64_t n = nb.hi - nb.lo;
+  if (n <= 0) return;
+  constexpr int64_t kLine = 16;  // floats per 64-byte line
+  const int64_t a = nb.lo + n * part / parts, b = nb.lo + n * (part + 1) / parts;
+  for (int64_t i = a; i < b; i += kLine) {
+    __builtin_prefetch(in.sigma + i, 0, 2);
+    __builtin_prefetch(in.t0 + i, 0, 2);
+    __builtin_prefetch(in.t1 + i, 0, 2);
+    if (extra) __builtin_prefetch(extra + i, 0, 2);
+  }
+  for (int64_t i = a * in.C; i < b * in.C; i += kLine) __builtin_prefetch(in.feat + i, 0, 2);
+}
+
+// Store bypassing the caches (AVX-512 only, where a vector is one whole 64-byte line) for the
+// backward's gradients: they are written once and not read again here, so the usual
+// read-for-ownership of each line is wasted memory traffic. Needs an _mm_sfence() before
+// other threads read the results (composite_cpu.cpp issues it at the end of each chunk).
+N3D_INLINE void vstore_stream(float* p, vf v) {
+#if defined(N3D_X86) && NEURAL3D_W == 16
+  if ((reinterpret_cast<uintptr_t>(p) & 63) == 0) {
+    _mm512_stream_ps(p, (__m512)v);
+    return;
+  }
+#endif
+  vstore(p, v);
+}
+
 // Uniform blocks (padded layout, W full rays): ray l's chunk starts at p + l * stride.
 N3D_INLINE void load_tile_u(vf* v, const float* p, int64_t stride) {
   for (int l = 0; l < W; ++l) v[l] = vload(p + l * stride);
@@ -164,6 +216,10 @@ N3D_INLINE void load_tile_u(vf* v, const float* p, int64_t stride) {
 N3D_INLINE void store_tile_u(vf* v, float* p, int64_t stride) {
   transpose(v);
   for (int l = 0; l < W; ++l) vstore(p + l * stride, v[l]);
+}
+N3D_INLINE void store_tile_u_stream(vf* v, float* p, int64_t stride) {
+  transpose(v);
+  for (int l = 0; l < W; ++l) vstore_stream(p + l * stride, v[l]);
 }
 
 // Load the tile of samples [s0, s0+W) x `per` values per sample, chunk `k` (W floats of each
@@ -228,9 +284,12 @@ static void forward_block_c(const BlockIn& in, const FwdOut& o, int64_t r0, int 
   vf accr[CC > 0 ? CC : 1];  // CC > 0: the accumulators, in registers
   for (auto& a : accr) a = vset(0.0f);
   vf SG[W], A[W], B[W];
+  const NextBlock nb = next_block(in, r0);
+  const int64_t ntiles = (b.smax + W - 1) / W;
   int64_t s0 = 0;
   for (; s0 < b.smax; s0 += W) {
     if (in.early_stop && all_below(logT, log_eps)) break;
+    prefetch_slice(in, nb, s0 / W, ntiles);
     const bool full = s0 + W <= b.nmin;
     if (full && uniform) {
       const int64_t base = r0 * in.S + s0;
@@ -316,9 +375,12 @@ static void backward_block_c(const BlockIn& in, const BwdIn& g, const BwdOut& o,
   for (int c = 0; c < (CC > 0 ? CC : 0); ++c) gor[c] = vload(GO + c * W);
   vf SG[W], A[W], B[W], GW[W];
   vf logT = vset(0.0f), T = vset(1.0f);
+  const NextBlock nb = next_block(in, r0);
+  const int64_t ntiles = (b.smax + W - 1) / W;
   int64_t s0 = 0;
   for (; s0 < b.smax; s0 += W) {
     if (in.early_stop && all_below(logT, log_eps)) break;
+    prefetch_slice(in, nb, s0 / W, ntiles, g.g_weights);
     const bool full = s0 + W <= b.nmin;
     const int64_t base = r0 * in.S + s0;
     if (full && uniform) {
@@ -359,7 +421,8 @@ static void backward_block_c(const BlockIn& in, const BwdIn& g, const BwdOut& o,
     }
     for (int j = jmax; j < W; ++j) P[s0 + j] = Q[s0 + j] = D[s0 + j] = vset(0.0f);
     if (full && uniform) {
-      for (int64_t k = 0; k < C; ++k) store_tile_u(F + k * W, o.g_feat + base * C + k * W, in.S * C);
+      for (int64_t k = 0; k < C; ++k)
+        store_tile_u_stream(F + k * W, o.g_feat + base * C + k * W, in.S * C);
     } else {
       for (int64_t k = 0; k < C; ++k) store_tile(F + k * W, o.g_feat, b, s0, C, (int)k, full);
     }
@@ -373,7 +436,7 @@ static void backward_block_c(const BlockIn& in, const BwdIn& g, const BwdOut& o,
     }
     const bool full = t0 + W <= b.nmin;
     if (full && uniform)
-      store_tile_u(SG, o.g_sigma + r0 * in.S + t0, in.S);
+      store_tile_u_stream(SG, o.g_sigma + r0 * in.S + t0, in.S);
     else
       store_tile(SG, o.g_sigma, b, t0, 1, 0, full);
   }

@@ -77,9 +77,9 @@ def cotangents(r, s, c, dtype, device, seed=1):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("c", [1, 3, 4, 7])
 @pytest.mark.parametrize("stop_eps", [0.0, 1e-2])
-def test_forward_backward_match_reference(fused, dtype, c, stop_eps):
+@pytest.mark.parametrize("r, s", [(45, 37), (32, 48)])  # ragged / whole 64-byte-aligned tiles
+def test_forward_backward_match_reference(fused, dtype, c, stop_eps, r, s):
     name, dev = fused
-    r, s = 45, 37  # not multiples of the vector width
     sig, t0, t1, feat = make_rays(r, s, c, dtype, dev)
     bg = torch.rand(c, dtype=dtype, device=dev)
     g = cotangents(r, s, c, dtype, dev)
@@ -117,6 +117,29 @@ def test_gradcheck_float64(fused, stop_eps):
         return res.features, res.depth, res.opacity, res.weights
 
     assert torch.autograd.gradcheck(fn, (sig, feat, bg), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fused", FUSED, indirect=True)
+def test_per_ray_background_with_leading_dims(fused):
+    """Rays shaped [2, 3, S] with a per-ray background [2, 3, C] and one broadcast over the
+    first dim [3, C]: outputs and gradients (background included) equal the reference."""
+    name, dev = fused
+    sig, t0, t1, feat = make_rays(6, 11, 2, torch.float64, dev, seed=5)
+    shape = (2, 3)
+    sig, t0, t1 = (x.reshape(*shape, 11) for x in (sig, t0, t1))
+    feat = feat.reshape(*shape, 11, 2)
+    for bg_shape in ((2, 3, 2), (3, 2)):
+        bg = torch.rand(*bg_shape, dtype=torch.float64, device=dev)
+        grads = {}
+        for b in ("torch", name):
+            x, f, bgr = (t.clone().requires_grad_() for t in (sig, feat, bg))
+            res = composite(x, f, t0, t1, background=bgr, backend=b)
+            assert res.backend == b and res.features.shape == (*shape, 2)
+            weight = torch.arange(1.0, 3.0, device=dev, dtype=torch.float64)
+            (res.features * weight).sum().backward()
+            grads[b] = (res.features.detach(), x.grad, f.grad, bgr.grad)
+        for got, ref in zip(grads[name], grads["torch"], strict=True):
+            torch.testing.assert_close(got, ref, atol=1e-11, rtol=1e-9)
 
 
 @pytest.mark.parametrize("fused", FUSED, indirect=True)

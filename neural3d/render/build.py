@@ -26,7 +26,11 @@ CUDA_NAME = "neural3d_composite_cuda"
 CPU_SOURCES = ("composite_cpu.cpp",)
 CUDA_SOURCES = ("composite_cuda.cu", "composite_cuda_bind.cpp")
 HEADERS = ("composite_simd.h",)
-CPU_CFLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=fast", "-Wno-psabi")
+# -fopenmp: ATen's at::parallel_for is an inline OpenMP region in the headers; compiled without
+# it, the kernels silently run on one thread whatever torch.get_num_threads() says. The module
+# then uses the libgomp that torch has already loaded (same soname).
+CPU_CFLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=fast", "-Wno-psabi", "-fopenmp")
+CPU_LDFLAGS = ("-fopenmp",)
 CUDA_CFLAGS = ("-O3",)
 DEFAULT_CUDA_HOME = "/usr/local/cuda"
 DEFAULT_ARCH_LIST = "8.0;9.0"
@@ -121,6 +125,8 @@ def _load(name: str, sources: tuple[str, ...], cflags: tuple[str, ...], cuda: bo
     if cuda:
         kwargs["extra_cuda_cflags"] = list(cflags)
         kwargs["extra_include_paths"] = [str(src)]
+    else:
+        kwargs["extra_ldflags"] = list(CPU_LDFLAGS)
     mod = ce.load(**kwargs)
     if fresh:
         stamp_file.write_text(stamp + "\n")

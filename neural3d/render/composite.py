@@ -34,9 +34,12 @@ class CompositeResult:
 
 
 class _FusedComposite(torch.autograd.Function):
+    """The fused kernel as one autograd node; the background blend ``out + (1 - opacity) * bg``
+    is folded in (its gradient is two small tensor ops), so no extra graph nodes are recorded."""
+
     @staticmethod
     def forward(ctx, ext, sigmas, t_starts, t_ends, features, offsets, counts, stop_eps,
-                unit_delta, want_weights):
+                unit_delta, want_weights, background):
         out, depth, opacity, weights = ext.composite_forward(
             sigmas, t_starts, t_ends, features, offsets, counts, stop_eps, unit_delta,
             want_weights)
@@ -46,20 +49,29 @@ class _FusedComposite(torch.autograd.Function):
         ctx.want_weights = want_weights
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(sigmas, t_starts, t_ends, features, offsets, counts, out, depth,
-                              opacity)
+                              opacity, background)
         if not want_weights:
             ctx.mark_non_differentiable(weights)
+        if background is not None:
+            out = torch.addcmul(out, (1.0 - opacity)[:, None], background)
         return out, depth, opacity, weights
 
     @staticmethod
     def backward(ctx, g_out, g_depth, g_opacity, g_weights):
-        sigmas, t_starts, t_ends, features, offsets, counts, out, depth, opacity = (
+        sigmas, t_starts, t_ends, features, offsets, counts, out, depth, opacity, bg = (
             ctx.saved_tensors)
         if g_out is None and g_depth is None and g_opacity is None and g_weights is None:
-            return (None,) * 10
+            return (None,) * 11
         g_out = torch.zeros_like(out) if g_out is None else g_out.contiguous()
         g_depth = torch.zeros_like(depth) if g_depth is None else g_depth.contiguous()
-        g_opacity = torch.zeros_like(opacity) if g_opacity is None else g_opacity.contiguous()
+        g_opacity = torch.zeros_like(opacity) if g_opacity is None else g_opacity
+        grad_bg = None
+        if bg is not None:
+            # out_bg = out + (1 - opacity) bg: opacity's cotangent loses <g_out, bg>
+            g_opacity = g_opacity - (g_out * bg).sum(-1)
+            if ctx.needs_input_grad[10]:
+                grad_bg = (g_out * (1.0 - opacity)[:, None]).sum_to_size(bg.shape)
+        g_opacity = g_opacity.contiguous()
         if g_weights is not None and ctx.want_weights:
             g_weights = g_weights.contiguous()
         else:
@@ -67,7 +79,8 @@ class _FusedComposite(torch.autograd.Function):
         grad_sigmas, grad_features = ctx.ext.composite_backward(
             sigmas, t_starts, t_ends, features, offsets, counts, out, depth, opacity,
             g_out, g_depth, g_opacity, g_weights, ctx.stop_eps, ctx.unit_delta)
-        return (None, grad_sigmas, None, None, grad_features, None, None, None, None, None)
+        return (None, grad_sigmas, None, None, grad_features, None, None, None, None, None,
+                grad_bg)
 
 
 def _blend_background(out: torch.Tensor, opacity: torch.Tensor, background) -> torch.Tensor:
@@ -77,8 +90,21 @@ def _blend_background(out: torch.Tensor, opacity: torch.Tensor, background) -> t
     return out + (1.0 - opacity)[..., None] * bg
 
 
+def _flat_background(background, lead: tuple, c: int, dtype, device) -> torch.Tensor | None:
+    """The background as a tensor broadcastable to the flat ``[R, C]`` outputs."""
+    if background is None:
+        return None
+    bg = torch.as_tensor(background, dtype=dtype, device=device)
+    if bg.dim() > 1:  # per-ray backgrounds [..., C] follow the rays' leading dims
+        bg = bg.expand(*lead, c).reshape(-1, c)
+    return bg
+
+
 def _run(sigmas, t_starts, t_ends, features, offsets, counts, stop_eps, unit_delta,
-         return_weights, backend):
+         return_weights, backend, background, lead):
+    """Composite flat rays (padded ``[R, S]`` or packed); returns ``(features [R, C] with the
+    background blended, depth, opacity, weights or None, backend name)``. ``lead`` are the
+    caller's leading ray dims (``R = prod(lead)``), for per-ray backgrounds."""
     device = sigmas.device
     name, ext = _backend.select(device, backend)
     dtype = torch.promote_types(sigmas.dtype, features.dtype)
@@ -93,9 +119,10 @@ def _run(sigmas, t_starts, t_ends, features, offsets, counts, stop_eps, unit_del
         if offsets is not None:
             offsets = offsets.to(device=device, dtype=torch.int64).contiguous()
             counts = counts.to(device=device, dtype=torch.int64).contiguous()
+        bg = _flat_background(background, lead, features.shape[-1], compute, device)
         out, depth, opacity, weights = _FusedComposite.apply(
             ext, *args, offsets, counts, float(stop_eps), bool(unit_delta),
-            bool(return_weights))
+            bool(return_weights), bg)
         if compute != dtype:
             out, depth, opacity, weights = (x.to(dtype) for x in (out, depth, opacity, weights))
         return out, depth, opacity, (weights if return_weights else None), name
@@ -106,6 +133,8 @@ def _run(sigmas, t_starts, t_ends, features, offsets, counts, stop_eps, unit_del
         res = composite_packed_reference(sigmas, t_starts, t_ends, features, offsets, counts,
                                          stop_eps, unit_delta)
     out, depth, opacity, weights = res
+    bg = _flat_background(background, lead, features.shape[-1], out.dtype, device)
+    out = _blend_background(out, opacity, bg)
     return out, depth, opacity, (weights if return_weights else None), "torch"
 
 
@@ -178,13 +207,18 @@ def _composite_padded(densities, features, t_starts, t_ends, background, return_
         raise ValueError(f"composite: features {tuple(features.shape)} must be densities' shape "
                          f"{tuple(densities.shape)} + [C]")
     lead, s, c = densities.shape[:-1], densities.shape[-1], features.shape[-1]
+    flat = densities.dim() == 2  # already [R, S]: no view nodes in the autograd graph
+    if not flat:
+        densities, t_starts, t_ends = (x.reshape(-1, s) for x in (densities, t_starts, t_ends))
+        features = features.reshape(-1, s, c)
     out, depth, opacity, weights, name = _run(
-        densities.reshape(-1, s), t_starts.reshape(-1, s), t_ends.reshape(-1, s),
-        features.reshape(-1, s, c), None, None, stop_eps, unit_delta, return_weights, backend)
-    out = _blend_background(out.reshape(*lead, c), opacity.reshape(lead), background)
-    return CompositeResult(
-        features=out, depth=depth.reshape(lead), opacity=opacity.reshape(lead),
-        weights=None if weights is None else weights.reshape(*lead, s), backend=name)
+        densities, t_starts, t_ends, features, None, None, stop_eps, unit_delta,
+        return_weights, backend, background, lead)
+    if not flat:
+        out, depth, opacity = out.reshape(*lead, c), depth.reshape(lead), opacity.reshape(lead)
+        weights = None if weights is None else weights.reshape(*lead, s)
+    return CompositeResult(features=out, depth=depth, opacity=opacity, weights=weights,
+                           backend=name)
 
 
 def composite_packed(
@@ -216,7 +250,6 @@ def composite_packed(
         raise ValueError("composite_packed: offsets/counts point outside the N samples")
     out, depth, opacity, weights, name = _run(
         densities, t_starts, t_ends, features, offsets, counts, stop_eps, False, return_weights,
-        backend)
-    out = _blend_background(out, opacity, background)
+        backend, background, (offsets.shape[0],))
     return CompositeResult(features=out, depth=depth, opacity=opacity, weights=weights,
                            backend=name)
