@@ -416,6 +416,19 @@ std::vector<at::Tensor> composite_backward(
 
 std::string simd_isa() { return isa().name; }
 
+// How many threads at::parallel_for actually runs on (1 when this module was compiled without
+// OpenMP: ATen's parallel region is inline in its headers and is then compiled out).
+int64_t parallel_threads() {
+  std::vector<char> seen(std::max<int64_t>(at::get_num_threads(), 1) + 1, 0);
+  at::parallel_for(0, 1 << 14, 1, [&](int64_t, int64_t) {
+    const int64_t t = at::get_thread_num();
+    seen[std::min<int64_t>(t, (int64_t)seen.size() - 1)] = 1;
+  });
+  int64_t n = 0;
+  for (char c : seen) n += c;
+  return n;
+}
+
 }  // namespace n3d
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -423,4 +436,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("composite_forward", &n3d::composite_forward, "forward (feat, depth, opacity, weights)");
   m.def("composite_backward", &n3d::composite_backward, "backward (grad_sigma, grad_feat)");
   m.def("simd_isa", &n3d::simd_isa, "vector ISA chosen at run time");
+  m.def("parallel_threads", &n3d::parallel_threads,
+        "threads that at::parallel_for uses in this module (1 without OpenMP)");
 }

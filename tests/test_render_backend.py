@@ -1,5 +1,6 @@
 """Backend choice, forcing, fallback with one warning, and the report for ``neural3d info``."""
 
+import os
 import warnings
 
 import pytest
@@ -80,3 +81,38 @@ def test_describe_reports_for_info():
     assert info["cpu_simd"] in ("avx512", "avx2", "baseline-vec4", "scalar")
     if not torch.cuda.is_available():
         assert "no CUDA device" in info["unavailable"]["cuda"]
+
+
+def test_cpu_kernel_runs_on_torch_threads():
+    """The C++ kernel's parallel loops use torch's thread count (compiled without OpenMP they
+    silently ran on one thread)."""
+    mod = backend.get_module("cpp")
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert mod.parallel_threads() == 1
+        if (os.cpu_count() or 1) >= 2:
+            torch.set_num_threads(2)
+            assert mod.parallel_threads() == 2
+    finally:
+        torch.set_num_threads(n)
+    assert backend.describe()["cpu_threads"] >= 1
+
+
+def test_cpu_build_falls_back_without_openmp(monkeypatch):
+    """A compiler without OpenMP: the build is retried without it, with one warning."""
+    from neural3d.render import build
+
+    calls = []
+
+    def fake_load(name, sources, cflags, cuda, announce, verbose=False, ldflags=()):
+        calls.append((cflags, ldflags))
+        if "-fopenmp" in cflags:
+            raise RuntimeError("Error building extension: unsupported option '-fopenmp'")
+        return "module"
+
+    monkeypatch.setattr(build, "_load", fake_load)
+    with pytest.warns(RuntimeWarning, match="without it: they will run on one thread"):
+        assert build.load_cpu() == "module"
+    assert calls == [(build.CPU_CFLAGS, build.CPU_LDFLAGS), (build.CPU_CFLAGS_NO_OPENMP, ())]
+    assert "-fopenmp" not in build.CPU_CFLAGS_NO_OPENMP

@@ -148,6 +148,7 @@ def describe(build: bool = False) -> dict[str, Any]:
     if "cpp" in _modules:
         try:
             info["cpu_simd"] = _modules["cpp"].simd_isa()
+            info["cpu_threads"] = _modules["cpp"].parallel_threads()
         except Exception:  # pragma: no cover
             pass
     return info

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -31,6 +32,7 @@ HEADERS = ("composite_simd.h",)
 # then uses the libgomp that torch has already loaded (same soname).
 CPU_CFLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=fast", "-Wno-psabi", "-fopenmp")
 CPU_LDFLAGS = ("-fopenmp",)
+CPU_CFLAGS_NO_OPENMP = tuple(f for f in CPU_CFLAGS if f != "-fopenmp")
 CUDA_CFLAGS = ("-O3",)
 DEFAULT_CUDA_HOME = "/usr/local/cuda"
 DEFAULT_ARCH_LIST = "8.0;9.0"
@@ -101,7 +103,8 @@ def _cpp_extension() -> ModuleType:
 
 
 def _load(name: str, sources: tuple[str, ...], cflags: tuple[str, ...], cuda: bool,
-          announce: str, build_dir: Path | None = None, verbose: bool = False) -> ModuleType:
+          announce: str, build_dir: Path | None = None, verbose: bool = False,
+          ldflags: tuple[str, ...] = ()) -> ModuleType:
     ce = _cpp_extension()
 
     src = source_dir()
@@ -126,7 +129,7 @@ def _load(name: str, sources: tuple[str, ...], cflags: tuple[str, ...], cuda: bo
         kwargs["extra_cuda_cflags"] = list(cflags)
         kwargs["extra_include_paths"] = [str(src)]
     else:
-        kwargs["extra_ldflags"] = list(CPU_LDFLAGS)
+        kwargs["extra_ldflags"] = list(ldflags)
     mod = ce.load(**kwargs)
     if fresh:
         stamp_file.write_text(stamp + "\n")
@@ -137,22 +140,33 @@ def is_built(kind: str = "cpu") -> bool:
     """True when the cached build matches the current sources (loading will not compile)."""
     try:
         src = source_dir()
-        name, sources, cflags = (
-            (CPU_NAME, CPU_SOURCES, CPU_CFLAGS) if kind == "cpu" else
-            (CUDA_NAME, CUDA_SOURCES, CUDA_CFLAGS)
+        name, sources, variants = (
+            (CPU_NAME, CPU_SOURCES, (CPU_CFLAGS, CPU_CFLAGS_NO_OPENMP)) if kind == "cpu" else
+            (CUDA_NAME, CUDA_SOURCES, (CUDA_CFLAGS,))
         )
         files = [src / s for s in sources] + [src / h for h in HEADERS if (src / h).exists()]
-        flags = cflags + ((os.environ.get("TORCH_CUDA_ARCH_LIST", ""),) if kind == "cuda" else ())
+        arch = (os.environ.get("TORCH_CUDA_ARCH_LIST", ""),) if kind == "cuda" else ()
         stamp_file = build_root() / name / "neural3d.stamp"
-        return stamp_file.exists() and stamp_file.read_text().strip() == _stamp(files, flags)
+        return stamp_file.exists() and stamp_file.read_text().strip() in {
+            _stamp(files, cflags + arch) for cflags in variants}
     except Exception:
         return False
 
 
 def load_cpu(verbose: bool = False) -> ModuleType:
-    """Build (first run only) and import the C++ CPU kernels."""
-    return _load(CPU_NAME, CPU_SOURCES, CPU_CFLAGS, cuda=False, verbose=verbose,
-                 announce="compiling neural3d CPU kernels (first run only, ~40 s)…")
+    """Build (first run only) and import the C++ CPU kernels; if the compiler cannot do OpenMP,
+    build them without it (one thread) and say so."""
+    announce = "compiling neural3d CPU kernels (first run only, ~40 s)…"
+    try:
+        return _load(CPU_NAME, CPU_SOURCES, CPU_CFLAGS, cuda=False, verbose=verbose,
+                     announce=announce, ldflags=CPU_LDFLAGS)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        warnings.warn(f"neural3d: the CPU kernels did not build with OpenMP ({first}); "
+                      "building them without it: they will run on one thread", RuntimeWarning,
+                      stacklevel=2)
+        return _load(CPU_NAME, CPU_SOURCES, CPU_CFLAGS_NO_OPENMP, cuda=False, verbose=verbose,
+                     announce=announce)
 
 
 def load_cuda(verbose: bool = False, build_dir: Path | None = None) -> ModuleType:
@@ -200,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         mod = load_cpu(verbose=args.verbose)
         print(f"cpu: OK {mod.__file__} ({time.perf_counter() - start:.1f} s, "
-              f"simd={mod.simd_isa()})")
+              f"simd={mod.simd_isa()}, threads={mod.parallel_threads()})")
     if args.cuda_check:
         status = cuda_check(verbose=args.verbose)
     return status
