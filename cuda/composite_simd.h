@@ -213,13 +213,14 @@ N3D_INLINE void load_tile_u(vf* v, const float* p, int64_t stride) {
   for (int l = 0; l < W; ++l) v[l] = vload(p + l * stride);
   transpose(v);
 }
+// kStream: write with vstore_stream (results not read again by this kernel).
+template <bool kStream = false>
 N3D_INLINE void store_tile_u(vf* v, float* p, int64_t stride) {
   transpose(v);
-  for (int l = 0; l < W; ++l) vstore(p + l * stride, v[l]);
-}
-N3D_INLINE void store_tile_u_stream(vf* v, float* p, int64_t stride) {
-  transpose(v);
-  for (int l = 0; l < W; ++l) vstore_stream(p + l * stride, v[l]);
+  for (int l = 0; l < W; ++l) {
+    if constexpr (kStream) vstore_stream(p + l * stride, v[l]);
+    else vstore(p + l * stride, v[l]);
+  }
 }
 
 // Load the tile of samples [s0, s0+W) x `per` values per sample, chunk `k` (W floats of each
@@ -422,7 +423,7 @@ static void backward_block_c(const BlockIn& in, const BwdIn& g, const BwdOut& o,
     for (int j = jmax; j < W; ++j) P[s0 + j] = Q[s0 + j] = D[s0 + j] = vset(0.0f);
     if (full && uniform) {
       for (int64_t k = 0; k < C; ++k)
-        store_tile_u_stream(F + k * W, o.g_feat + base * C + k * W, in.S * C);
+        store_tile_u<true>(F + k * W, o.g_feat + base * C + k * W, in.S * C);
     } else {
       for (int64_t k = 0; k < C; ++k) store_tile(F + k * W, o.g_feat, b, s0, C, (int)k, full);
     }
@@ -436,7 +437,7 @@ static void backward_block_c(const BlockIn& in, const BwdIn& g, const BwdOut& o,
     }
     const bool full = t0 + W <= b.nmin;
     if (full && uniform)
-      store_tile_u_stream(SG, o.g_sigma + r0 * in.S + t0, in.S);
+      store_tile_u<true>(SG, o.g_sigma + r0 * in.S + t0, in.S);
     else
       store_tile(SG, o.g_sigma, b, t0, 1, 0, full);
   }

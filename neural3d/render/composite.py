@@ -52,9 +52,7 @@ class _FusedComposite(torch.autograd.Function):
                               opacity, background)
         if not want_weights:
             ctx.mark_non_differentiable(weights)
-        if background is not None:
-            out = torch.addcmul(out, (1.0 - opacity)[:, None], background)
-        return out, depth, opacity, weights
+        return _blend_background(out, opacity, background), depth, opacity, weights
 
     @staticmethod
     def backward(ctx, g_out, g_depth, g_opacity, g_weights):
@@ -83,11 +81,13 @@ class _FusedComposite(torch.autograd.Function):
                 grad_bg)
 
 
-def _blend_background(out: torch.Tensor, opacity: torch.Tensor, background) -> torch.Tensor:
-    if background is None:
+def _blend_background(out: torch.Tensor, opacity: torch.Tensor,
+                      bg: torch.Tensor | None) -> torch.Tensor:
+    """``out + (1 - opacity) bg`` for flat ``out [R, C]``, ``opacity [R]`` (``bg`` from
+    :func:`_flat_background`; None: black)."""
+    if bg is None:
         return out
-    bg = torch.as_tensor(background, dtype=out.dtype, device=out.device)
-    return out + (1.0 - opacity)[..., None] * bg
+    return torch.addcmul(out, (1.0 - opacity)[:, None], bg)
 
 
 def _flat_background(background, lead: tuple, c: int, dtype, device) -> torch.Tensor | None:
