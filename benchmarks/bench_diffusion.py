@@ -35,17 +35,32 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neural3d.commands.diffusion import (  # noqa: E402
-    load_experiment,
-    load_pipeline,
+from neural3d.config import load_config  # noqa: E402
+from neural3d.device import resolve_device  # noqa: E402
+from neural3d.methods import load, train_method  # noqa: E402
+from neural3d.methods.diffusion2d import (  # noqa: E402
+    Diffusion2D,
+    DiffusionExperiment,
     load_toy_images,
-    train_experiment,
 )
+
+
+def load_experiment(path: str, overrides: list[str]) -> DiffusionExperiment:
+    return load_config(DiffusionExperiment, path, overrides)
+
+
+def train_and_load(exp: DiffusionExperiment, images=None, labels=None,
+                   seconds: float | None = None):
+    """Train ``exp`` (for ``seconds`` of training when given); returns ``(trainer, pipeline
+    of the checkpoint)``."""
+    trainer, _ = train_method(Diffusion2D(exp, resolve_device("auto"), images, labels),
+                              time_budget=seconds)
+    return trainer, load(trainer.ckpt_path).pipeline
 
 SAMPLERS = [("DDPM", "ddpm", 1000), ("DDIM", "ddim", 50), ("DDIM", "ddim", 20),
             ("ODE (DPM-Solver++2M)", "dpmpp2m", 10), ("ODE (DPM-Solver++2M)", "dpmpp2m", 20)]
-SMOKE = ["data.objects=2", "data.views=4", "run.steps=20", "model.channels=16",
-         "run.tensorboard=false"]
+SMOKE = ["data.objects=2", "data.views=4", "train.steps=20", "model.channels=16",
+         "train.tensorboard=false"]
 
 
 def to_hwc01(x: torch.Tensor) -> torch.Tensor:
@@ -90,15 +105,14 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 def bench_samplers(args) -> dict:
     if args.ckpt:
-        pipe, exp, _ = load_pipeline(args.ckpt)
+        method = load(args.ckpt, resolve_device("auto"), method="diffusion")
+        pipe, exp = method.pipeline, method.cfg
     else:
-        over = (SMOKE if args.smoke else []) + [f"run.out_dir={args.out}/samplers",
-                                                 f"run.threads={args.threads}"]
+        over = (SMOKE if args.smoke else []) + [f"train.out_dir={args.out}/samplers"]
         exp = load_experiment(args.config, over + args.overrides)
         if args.smoke:
             exp.data.root = f"{args.out}/smoke_data{exp.data.res}"
-        trainer, _ = train_experiment(exp)
-        pipe, exp, _ = load_pipeline(trainer.ckpt_path)
+        _, pipe = train_and_load(exp)
     real, _ = load_toy_images(exp.data, progress=False)
     fid = FID(real, args.n_real)
     specs = SAMPLERS if not args.smoke else [(n, s, min(k, 50)) for n, s, k in SAMPLERS]
@@ -118,7 +132,7 @@ def bench_samplers(args) -> dict:
         rows.append([name, str(r["nfe"]), f"{r['fid']:.2f}", f"{r['sec_per_sample']:.3f}",
                      f"{base['sec_per_sample'] / r['sec_per_sample']:.1f}x",
                      f"{100 * (r['fid'] / base['fid'] - 1):+.1f}%"])
-    print_table(f"Samplers on {exp.name} ({exp.model.kind}, {exp.data.res}px, cfg {args.cfg}, "
+    print_table(f"Samplers on {exp.name} ({exp.model.architecture}, {exp.data.res}px, cfg {args.cfg}, "
                 f"{args.n_samples} samples vs {min(args.n_real, len(real))} real)",
                 ["sampler", "NFE", "FID", "s/sample", "speed-up", "FID vs DDPM"], rows)
     return res
@@ -131,8 +145,8 @@ def bench_multiscale(args) -> dict:
     res, rows, fid = {}, [], None
     for name, cfg_path in configs:
         over = (SMOKE if args.smoke else []) + [
-            f"run.out_dir={args.out}/{Path(cfg_path).stem}", "run.steps=1000000",
-            f"run.threads={args.threads}", "run.resume="]
+            f"train.out_dir={args.out}/{Path(cfg_path).stem}", "train.steps=1000000",
+            "train.resume="]
         if args.smoke and "mdm" in cfg_path:
             over.append("model.grow_at=[5]")
         exp = load_experiment(cfg_path, over + args.overrides)
@@ -142,9 +156,8 @@ def bench_multiscale(args) -> dict:
         if fid is None:
             fid = FID(images, args.n_real)
         t0 = time.perf_counter()
-        trainer, _ = train_experiment(exp, images, labels, max_seconds=args.train_seconds)
+        trainer, pipe = train_and_load(exp, images, labels, args.train_seconds)
         train_s = time.perf_counter() - t0
-        pipe, _, _ = load_pipeline(trainer.ckpt_path)
         imgs, sps = generate(pipe, args.n_samples, "ddim", 50, args.cfg, args.batch,
                              args.seed, pipe.num_classes)
         f = fid(imgs)

@@ -18,7 +18,8 @@ def command_modules() -> list[str]:
     """Names of the modules under :mod:`neural3d.commands`, sorted."""
     import neural3d.commands as pkg
 
-    return sorted(f"{pkg.__name__}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__))
+    return sorted(f"{pkg.__name__}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)
+                  if not m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +36,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The library's error types for bad input (a config key, a file, a checkpoint, a method):
+    reported as one line, exit 2."""
+    from neural3d.config import ConfigError
+    from neural3d.data.core import DataError
+    from neural3d.eval.protocol import EvalError
+    from neural3d.methods.registry import MethodError
+
+    return ConfigError, DataError, EvalError, MethodError, FileNotFoundError
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. Bad input (:func:`user_errors`) prints ``neural3d COMMAND: message`` and
+    returns 2; ``NEURAL3D_DEBUG=1`` shows the traceback instead."""
+    import os
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "rest"):  # only two-stage commands take the rest of the line
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.rest = extra + args.rest
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except user_errors() as exc:
+        if os.environ.get("NEURAL3D_DEBUG"):
+            raise
+        print(f"neural3d {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,16 +4,17 @@ import pytest
 import torch
 
 from neural3d.cli import main
-from neural3d.commands.diffusion import load_experiment, load_pipeline, load_toy_images
-from neural3d.config import ConfigError
+from neural3d.config import ConfigError, load_config
+from neural3d.methods import load
+from neural3d.methods.diffusion2d import DiffusionExperiment, load_toy_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["data.objects=1", "data.views=3", "data.res=16", "data.supersample=1",
         "model.channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[8]",
-        "optim.batch=4", "run.steps=2", "run.progress=false", "run.tensorboard=false",
-        "run.threads=1", "model.dim=32", "model.depth=1", "model.patch=4"]
+        "optim.batch=4", "train.steps=2", "train.progress=false", "train.tensorboard=false",
+        "model.dim=32", "model.depth=1", "model.patch=4"]
 
 
 @pytest.fixture(scope="module")
@@ -21,25 +22,30 @@ def toy_root(tmp_path_factory):
     return tmp_path_factory.mktemp("toy")
 
 
-@pytest.mark.parametrize("kind", ["unet", "dit", "mdm", "fdm"])
-def test_train_then_sample(kind, toy_root, tmp_path, capsys):
+def load_experiment(path, overrides):
+    return load_config(DiffusionExperiment, path, overrides)
+
+
+@pytest.mark.parametrize("arch", ["unet", "dit", "mdm", "fdm"])
+def test_train_then_sample(arch, toy_root, tmp_path, capsys):
     n = torch.get_num_threads()
     extra = {"mdm": ["model.mdm_resolutions=[16,8]", "model.shell_channels=[8]",
                      "model.mdm_loss_weights=[1,0.5]", "model.grow_at=[1]"],
-             "fdm": ["model.fdm_stages=2"]}.get(kind, [])
-    over = TINY + [f"data.root={toy_root}", f"model.kind={kind}",
-                   f"run.out_dir={tmp_path / 'run'}"] + extra
+             "fdm": ["model.fdm_stages=2"]}.get(arch, [])
+    over = TINY + [f"data.root={toy_root}", f"model.architecture={arch}",
+                   f"train.out_dir={tmp_path / 'run'}"] + extra
     try:
         assert main(["diffusion", "train", "--config", "configs/diffusion_toy_unet.yaml",
-                     *over]) == 0
+                     "--threads", "1", *over]) == 0
         ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
         assert ckpt.is_file()
         out = tmp_path / "grid.png"
         assert main(["diffusion", "sample", str(ckpt), "--sampler", "ddim", "--steps", "2",
                      "--cfg", "3.0", "--n", "2", "--threads", "1", "--out", str(out)]) == 0
         assert out.is_file() and str(out) in capsys.readouterr().out
-        pipe, exp, _ = load_pipeline(ckpt)
-        assert exp.model.kind == kind and pipe.res == 16
+        method = load(ckpt)
+        assert method.name == "diffusion" and method.cfg.model.architecture == arch
+        assert method.pipeline.res == 16
     finally:
         torch.set_num_threads(n)
 

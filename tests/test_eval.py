@@ -26,10 +26,10 @@ def run(tmp_path_factory):
 def test_nvs_writes_json_and_markdown_with_recorded_fields(run, tmp_path):
     data, ckpt = run
     res = evaluate_nvs("ssdnerf", ckpt, data, tmp_path / "nvs", input_views="1,3",
-                       recon_overrides=FAST)
+                       recon_options=FAST)
     saved = json.loads((tmp_path / "nvs" / "results.json").read_text())
     for key in ("split", "input_views", "resolution", "num_images", "num_objects", "git",
-                "category", "mean", "objects", "recon_mode"):
+                "category", "mean", "objects", "recon_options"):
         assert key in saved, key
     assert saved["split"] == "test" and saved["input_views"] == [1, 3]
     assert saved["resolution"] == [16, 16] and saved["num_objects"] == 2

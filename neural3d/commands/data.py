@@ -54,7 +54,7 @@ def run_toy(args: argparse.Namespace) -> int:
 
 def run_preview(args: argparse.Namespace) -> int:
     from neural3d.data.core import DataError
-    from neural3d.data.preview import contact_sheet
+    from neural3d.export.preview import contact_sheet
 
     try:
         out = contact_sheet(args.dir, args.out, objects=args.objects, views=args.views)

@@ -1,12 +1,21 @@
 """``neural3d eval nvs|generation``: the evaluation protocol (writes results.json/.md).
 
-  neural3d eval nvs --method ssdnerf --ckpt CKPT --data DIR --split test --input-views 64 --out OUT
+  neural3d eval nvs --ckpt CKPT --data DIR --split test --input-views 64 --out OUT
   neural3d eval generation --ckpt CKPT --data DIR --num N --out OUT
+
+The method is read from the checkpoint (``--method`` checks it); ``--method M --help`` lists the
+method's own options (SSDNeRF: ``--recon``, ``--guidance-scale``, ...).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from neural3d.commands._common import add_runtime_args, setup_runtime
+
+TASKS = {"nvs": ("reconstruct test objects from input views, score the others",
+                 ("reconstruct", "render")),
+         "generation": ("FID/KID of sampled objects at test poses", ("sample", "render"))}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,74 +23,86 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="task", metavar="TASK")
-    for name, hlp in (("nvs", "reconstruct test objects from input views, score the others"),
-                      ("generation", "FID/KID of sampled objects at test poses")):
-        q = sub.add_parser(name, help=hlp)
-        q.add_argument("--method", default="ssdnerf")
-        q.add_argument("--ckpt", required=True)
-        q.add_argument("--data", required=True, help="dataset root (holds <category>_<split>)")
-        q.add_argument("--split", default="test")
-        q.add_argument("--category", default=None, help="default: the checkpoint's")
-        q.add_argument("--out", default=None, help="output folder (default: next to CKPT)")
-        q.add_argument("--device", default="cpu")
-        q.add_argument("--inception", default=None, help="Inception weights (TorchScript)")
-        q.add_argument("--threads", type=int, default=0)
-        if name == "nvs":
-            q.add_argument("--input-views", default="64",
-                           help="view index or comma-separated indices (SRN: 64 or 64,104)")
-            q.add_argument("--max-objects", type=int, default=0)
-            q.add_argument("--recon", default="guided_finetune",
-                           choices=["guided_finetune", "guided", "finetune", "mean"])
-            q.add_argument("--guidance-scale", type=float, default=None)
-            q.add_argument("--guidance-wrt", default=None, choices=["x0", "xt"],
-                           help="guidance on x0_hat or through the denoiser (default: the "
-                                "checkpoint's recon.guidance_wrt)")
-            q.add_argument("--finetune-steps", type=int, default=None)
-            q.add_argument("--no-fid", action="store_true")
-            q.add_argument("--lpips-net", default="vgg", choices=["vgg", "alex"])
-        else:
-            q.add_argument("--num", type=int, default=64)
-            q.add_argument("--poses-per-sample", type=int, default=4)
-            q.add_argument("--seed", type=int, default=0)
+    for name, (hlp, _) in TASKS.items():
+        q = sub.add_parser(name, help=hlp, add_help=False)
+        q.add_argument("rest", nargs=argparse.REMAINDER)
         q.set_defaults(func=run)
     p.set_defaults(func=lambda a: (p.print_help(), 1)[1])
 
 
+def task_parser(task: str, method_cls=None) -> argparse.ArgumentParser:
+    """The options of ``eval TASK`` (plus the method's own when its class is known)."""
+    q = argparse.ArgumentParser(prog=f"neural3d eval {task}", description=TASKS[task][0])
+    q.add_argument("--method", default=None, help="checked against the checkpoint's method")
+    q.add_argument("--ckpt", required=True)
+    q.add_argument("--data", required=True, help="dataset root (holds <category>_<split>)")
+    q.add_argument("--split", default="test")
+    q.add_argument("--category", default=None, help="default: the checkpoint's")
+    q.add_argument("--out", default=None, help="output folder (default: next to CKPT)")
+    q.add_argument("--inception", default=None, help="Inception weights (TorchScript)")
+    add_runtime_args(q)
+    if task == "nvs":
+        q.add_argument("--input-views", default="64",
+                       help="view index or comma-separated indices (SRN: 64 or 64,104)")
+        q.add_argument("--max-objects", type=int, default=0)
+        q.add_argument("--no-fid", action="store_true")
+        q.add_argument("--lpips-net", default="vgg", choices=["vgg", "alex"])
+    else:
+        q.add_argument("--num", type=int, default=64)
+        q.add_argument("--poses-per-sample", type=int, default=4)
+        q.add_argument("--seed", type=int, default=0)
+    if method_cls is not None:
+        method_cls.add_arguments("eval", q)
+    return q
+
+
+def _method_class(rest: list[str]):
+    """The method class named by ``--method`` or by the ``--ckpt``'s record (None if neither
+    is readable yet: the full parse then reports what is missing)."""
+    from neural3d.methods.registry import get_method, method_of
+    from neural3d.train import load_checkpoint
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method")
+    pre.add_argument("--ckpt")
+    known, _ = pre.parse_known_args(rest)
+    if known.method:
+        return get_method(known.method)
+    if known.ckpt:
+        from pathlib import Path
+
+        if Path(known.ckpt).is_file():
+            return get_method(method_of(load_checkpoint(known.ckpt), known.ckpt))
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    import sys
     from pathlib import Path
 
-    from neural3d.eval import EvalError, evaluate_generation, evaluate_nvs
+    from neural3d.eval import evaluate_generation, evaluate_nvs
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    out = args.out or str(Path(args.ckpt).resolve().parent.parent / f"eval_{args.task}")
-    try:
-        if args.task == "nvs":
-            over = {k: v for k, v in (("guidance_scale", args.guidance_scale),
-                                      ("guidance_wrt", args.guidance_wrt),
-                                      ("finetune_steps", args.finetune_steps)) if v is not None}
-            res = evaluate_nvs(args.method, args.ckpt, args.data, out, split=args.split,
-                               input_views=args.input_views, category=args.category,
-                               max_objects=args.max_objects or None, recon_mode=args.recon,
-                               fid=not args.no_fid, lpips_net=args.lpips_net,
-                               device=args.device, recon_overrides=over,
-                               inception=args.inception, progress=True)
-            m = res["mean"]
-            print(f"PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  LPIPS {m['lpips']}  "
-                  f"FID {m.get('fid')}")
-        else:
-            res = evaluate_generation(args.method, args.ckpt, args.data, out, num=args.num,
-                                      split=args.split, category=args.category,
-                                      poses_per_sample=args.poses_per_sample, seed=args.seed,
-                                      device=args.device, inception=args.inception,
-                                      progress=True)
-            print(f"FID {res['fid']}  KID {res.get('kid')}")
-    except EvalError as exc:
-        print(f"neural3d eval: {exc}", file=sys.stderr)
-        return 2
+    cls = _method_class(args.rest)
+    opts = task_parser(args.task, cls).parse_args(args.rest)
+    device = setup_runtime(opts)
+    out = opts.out or str(Path(opts.ckpt).resolve().parent.parent / f"eval_{args.task}")
+    generic = set(vars(task_parser(args.task).parse_args(
+        ["--ckpt", "x", "--data", "x"])))
+    method_opts = {k: v for k, v in vars(opts).items() if k not in generic and v is not None}
+    if args.task == "nvs":
+        res = evaluate_nvs(opts.method, opts.ckpt, opts.data, out, split=opts.split,
+                           input_views=opts.input_views, category=opts.category,
+                           max_objects=opts.max_objects or None, fid=not opts.no_fid,
+                           lpips_net=opts.lpips_net, device=str(device),
+                           recon_options=method_opts, inception=opts.inception, progress=True)
+        m = res["mean"]
+        print(f"PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  LPIPS {m['lpips']}  "
+              f"FID {m.get('fid')}")
+    else:
+        res = evaluate_generation(opts.method, opts.ckpt, opts.data, out, num=opts.num,
+                                  split=opts.split, category=opts.category,
+                                  poses_per_sample=opts.poses_per_sample, seed=opts.seed,
+                                  device=str(device), inception=opts.inception, progress=True)
+        print(f"FID {res['fid']}  KID {res.get('kid')}")
     print(f"results: {res['paths']['json']}")
     print(f"table: {res['paths']['markdown']}")
     return 0

@@ -1,67 +1,53 @@
-"""``neural3d sample METHOD CKPT --num 8 --out DIR``: sample objects, write a grid image and
-turntable videos, print their paths."""
+"""``neural3d sample METHOD CKPT --num N --out DIR``: draw samples from a trained model and
+write what people look at (grids, turntables); prints every path written.
+
+``neural3d sample METHOD --help`` lists the method's own options (sampler, steps, guidance...).
+"""
 
 from __future__ import annotations
 
 import argparse
 
-SAMPLEABLE = ("ssdnerf",)
+from neural3d.commands._common import (
+    add_method_command,
+    add_runtime_args,
+    method_parser,
+    setup_runtime,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sample", help="sample objects from a trained generative model",
-                              description=__doc__)
-    p.add_argument("method", help="ssdnerf")
-    p.add_argument("ckpt", help="checkpoint (OUT/checkpoints/last.pt)")
-    p.add_argument("--num", type=int, default=8)
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", choices=["ddim", "ode", "ddpm"], default=None,
-                   help="default: the config's (ddim)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--frames", type=int, default=36, help="turntable frames")
-    p.add_argument("--res", type=int, default=0, help="render resolution (0 = training data's)")
-    p.add_argument("--radius", type=float, default=1.3)
-    p.add_argument("--elevation", type=float, default=20.0)
-    p.add_argument("--fps", type=int, default=12)
-    p.add_argument("--device", default="cpu")
+    p = add_method_command(subparsers, "sample", "sample",
+                           "sample from a trained generative model", __doc__)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
     from pathlib import Path
 
-    if args.method not in SAMPLEABLE:
-        print(f"neural3d sample: unknown method {args.method!r} (available: "
-              f"{', '.join(SAMPLEABLE)})", file=sys.stderr)
-        return 2
-    if not Path(args.ckpt).is_file():
-        print(f"neural3d sample: checkpoint not found: {args.ckpt}", file=sys.stderr)
-        return 2
-    import torch
+    from neural3d.config import ConfigError
+    from neural3d.methods.registry import get_method, load
 
-    from neural3d.cameras import Cameras, orbit_path
-    from neural3d.export.media import write_image_rows, write_video
-    from neural3d.methods.ssdnerf import load_ssdnerf
-
-    loaded = load_ssdnerf(args.ckpt, args.device)
-    model, cfg = loaded.model, loaded.cfg
-    res = args.res or cfg.data.resolution or (cfg.data.toy_res if cfg.data.toy else 128)
-    out = Path(args.out)
+    cls = get_method(args.method, "sample")
+    p = method_parser("sample", cls, __doc__)
+    p.add_argument("ckpt", help="checkpoint (RUN/checkpoints/last.pt)")
+    p.add_argument("--num", type=int, default=8, help="samples (per class for 2D models)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true",
+                   help="raw weights (default: the EMA copy once it has warmed up)")
+    add_runtime_args(p)
+    cls.add_arguments("sample", p)
+    opts = vars(p.parse_intermixed_args(args.rest))
+    if opts["num"] < 1:
+        raise ConfigError(f"--num must be >= 1, got {opts['num']}")
+    device = setup_runtime(argparse.Namespace(**opts))
+    method = load(opts.pop("ckpt"), device, ema=False if opts.pop("no_ema") else "auto",
+                  method=cls.name)
+    out = Path(opts.pop("out"))
     out.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(args.seed)
-    lat = model.sample(args.num, generator=g, steps=args.steps, sampler=args.sampler)
-    torch.save(lat, out / "latents.pt")
-    cams = Cameras.srn(orbit_path(args.frames, args.radius, args.elevation), res)
-    grid_idx = torch.arange(0, args.frames, max(1, args.frames // 4))[:4]
-    rows, videos = [], []
-    for i in range(args.num):
-        frames = model.render_views(lat[i:i + 1], cams).cpu()
-        rows.append(frames[grid_idx])
-        videos.append(write_video(out / f"turntable_{i:03d}.mp4", frames, args.fps))
-    write_image_rows(out / "grid.png", rows)
-    print(f"grid: {out / 'grid.png'}")
-    for v in videos:
-        print(f"video: {v}")
+    for k in ("device", "threads"):
+        opts.pop(k)
+    for path in method.write_samples(out, opts.pop("num"), opts.pop("seed"), **opts):
+        print(path)
     return 0

@@ -14,6 +14,8 @@ from neural3d.cameras import Cameras, is_rigid
 
 Background = tuple[float, float, float]
 WHITE: Background = (1.0, 1.0, 1.0)
+#: image file endings the readers look for (SRN ``rgb/``, nerfstudio frames without a suffix)
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 
 
 class DataError(ValueError):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from neural3d.data.core import (
+    IMAGE_EXTS,
     WHITE,
     Background,
     DataError,
@@ -38,7 +39,6 @@ from neural3d.data.core import (
     stack_views,
 )
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 
 
 def _numbers(text: str, path: Path, what: str) -> list[float]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from neural3d.cameras import opengl_to_opencv
 from neural3d.data.core import (
+    IMAGE_EXTS,
     WHITE,
     Background,
     DataError,
@@ -72,7 +73,7 @@ def _resolve_image(base: Path, file_path: str) -> Path:
     p = (base / file_path).resolve() if not Path(file_path).is_absolute() else Path(file_path)
     if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".webp", ".bmp"):
         return p
-    for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG"):
+    for ext in IMAGE_EXTS:
         if p.with_name(p.name + ext).is_file():
             return p.with_name(p.name + ext)
     return p.with_name(p.name + ".png")

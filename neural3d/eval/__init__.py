@@ -10,11 +10,10 @@ and the git commit.
 """
 
 from neural3d.eval.protocol import (
-    METHODS,
     EvalError,
     evaluate_generation,
     evaluate_nvs,
     parse_views,
 )
 
-__all__ = ["METHODS", "EvalError", "evaluate_generation", "evaluate_nvs", "parse_views"]
+__all__ = ["EvalError", "evaluate_generation", "evaluate_nvs", "parse_views"]

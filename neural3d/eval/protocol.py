@@ -12,9 +12,9 @@ papers average.
 Generation (``evaluate_generation``): ``num`` latents sampled from the prior, each rendered at the
 poses of a test object (cycled), FID and KID against the test-set images.
 
-Methods plug in through :data:`METHODS`: a loader ``load(ckpt, device) -> adapter`` with
-``adapter.reconstruct(images, cams, mode) -> state``, ``adapter.render(state, cams)``,
-``adapter.sample(num, seed) -> [state]`` and ``adapter.info() -> dict``.
+Any registered method (:mod:`neural3d.methods.registry`) with the capabilities plugs in:
+``reconstruct(images, cams, **recon_options) -> state`` and ``render(state, cams)`` for NVS,
+``sample(num, seed) -> [state]`` and ``render`` for generation, and ``info() -> dict``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,58 +36,23 @@ class EvalError(ValueError):
     """Bad evaluation input (unknown method, view index out of range, missing data)."""
 
 
-# ----------------------------------------------------------------------------- adapters
-class SSDNeRFAdapter:
-    def __init__(self, ckpt: str | Path, device: str | torch.device = "cpu",
-                 recon_overrides: dict | None = None):
-        from dataclasses import replace
+# ----------------------------------------------------------------------------- methods
+def load_method(method: str | None, ckpt: str | Path, device="cpu", *capabilities: str):
+    """The registered method of checkpoint ``ckpt`` (:func:`neural3d.methods.load`), checked
+    against ``method`` when given and for each of ``capabilities``."""
+    from neural3d.methods.registry import MethodError, get_method, load
 
-        from neural3d.methods.ssdnerf import load_ssdnerf
-
-        self.loaded = load_ssdnerf(ckpt, device)
-        self.model, self.cfg = self.loaded.model, self.loaded.cfg
-        self.rc = replace(self.cfg.recon, **(recon_overrides or {}))
-        self.device = device
-
-    @property
-    def category(self) -> str:
-        return self.cfg.data.category
-
-    def reconstruct(self, images, cams, mode: str = "guided_finetune"):
-        from neural3d.methods.ssdnerf import reconstruct
-
-        init = self.loaded.mean_latent if self.loaded.latents is not None else None
-        return reconstruct(self.model, images, cams, self.rc, mode=mode, init=init)
-
-    def render(self, state, cams) -> torch.Tensor:
-        return self.model.render_views(state, cams).cpu()
-
-    def sample(self, num: int, seed: int = 0, batch: int = 16) -> list:
-        g = torch.Generator().manual_seed(seed)
-        out = []
-        for i in range(0, num, batch):
-            lat = self.model.sample(min(batch, num - i), generator=g)
-            out += [lat[j:j + 1] for j in range(lat.shape[0])]
-        return out
-
-    def info(self) -> dict:
-        from neural3d.config import to_dict
-
-        return {"ckpt": self.loaded.path, "ckpt_step": self.loaded.step,
-                "train_mode": self.cfg.optim.mode, "recon": to_dict(self.rc),
-                "sampler": self.cfg.diffusion.sampler,
-                "sample_steps": self.cfg.diffusion.sample_steps}
-
-
-METHODS: dict[str, Callable[..., Any]] = {"ssdnerf": SSDNeRFAdapter}
-
-
-def load_method(method: str, ckpt: str | Path, device="cpu", **kw):
-    if method not in METHODS:
-        raise EvalError(f"unknown method {method!r} (available: {', '.join(sorted(METHODS))})")
-    if not Path(ckpt).is_file():
-        raise EvalError(f"checkpoint not found: {ckpt}")
-    return METHODS[method](ckpt, device, **kw)
+    try:
+        for cap in capabilities if method is not None else ():
+            get_method(method, cap)
+        if not Path(ckpt).is_file():
+            raise EvalError(f"checkpoint not found: {ckpt}")
+        loaded = load(ckpt, device, method=method)
+        for cap in capabilities:
+            get_method(loaded.name, cap)
+    except MethodError as exc:
+        raise EvalError(str(exc)) from exc
+    return loaded
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -161,15 +126,16 @@ def _write(out: Path, result: dict, md: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- NVS
-def evaluate_nvs(method: str, ckpt: str | Path, data: str | Path, out: str | Path,
+def evaluate_nvs(method: str | None, ckpt: str | Path, data: str | Path, out: str | Path,
                  split: str = "test", input_views: str | Sequence[int] = "64",
                  category: str | None = None, max_objects: int | None = None,
-                 recon_mode: str = "guided_finetune", fid: bool = True,
-                 lpips_net: str = "vgg", device: str = "cpu", recon_overrides: dict | None = None,
-                 inception: str | None = None, progress: bool = False,
-                 save_renders: int = 4) -> dict[str, Any]:
+                 fid: bool = True, lpips_net: str = "vgg", device: str = "cpu",
+                 recon_options: dict | None = None, inception: str | None = None,
+                 progress: bool = False, save_renders: int = 4) -> dict[str, Any]:
     """Reconstruct each test object from ``input_views`` and score all other views (see the
-    module docstring). Returns the result dict also written to ``out/results.json``."""
+    module docstring); ``recon_options`` go to the method's ``reconstruct`` (SSDNeRF: ``mode``,
+    ``guidance_scale``, ...). ``method`` None: the checkpoint's. Returns the result dict also
+    written to ``out/results.json``."""
     from neural3d.data import DataError, SRNCategory
     from neural3d.metrics import evaluate_views
 
@@ -177,7 +143,9 @@ def evaluate_nvs(method: str, ckpt: str | Path, data: str | Path, out: str | Pat
     if any(v < 0 for v in views):
         raise EvalError(f"view indices must be >= 0, got {views}")
     data, out = Path(data), Path(out)
-    adapter = load_method(method, ckpt, device, recon_overrides=recon_overrides)
+    adapter = load_method(method, ckpt, device, "reconstruct", "render")
+    method = adapter.name
+    recon_options = dict(recon_options or {})
     cat = _category(data, category, split, adapter)
     try:
         ds = SRNCategory(data, cat, split)
@@ -199,7 +167,7 @@ def evaluate_nvs(method: str, ckpt: str | Path, data: str | Path, out: str | Pat
             raise EvalError(f"{ds.object_path(oid)}: no views left to evaluate")
         obs, tgt = obj.select(views), obj.select(rest)
         res = tuple(obj.images.shape[1:3])
-        state = adapter.reconstruct(obs.images, obs.cameras, recon_mode)
+        state = adapter.reconstruct(obs.images, obs.cameras, **recon_options)
         pred = adapter.render(state, tgt.cameras)
         m = evaluate_views(pred, tgt.images, lpips_net)
         rows.append({"object_id": oid, "views": len(rest), **m})
@@ -227,13 +195,14 @@ def evaluate_nvs(method: str, ckpt: str | Path, data: str | Path, out: str | Pat
         write_image_rows(out / "renders.png", grid_rows)
     result = {
         "task": "nvs", "method": method, "data": str(data), "category": cat, "split": split,
-        "input_views": views, "recon_mode": recon_mode, "resolution": list(res),
+        "input_views": views, "recon_options": recon_options, "resolution": list(res),
         "num_objects": len(rows), "num_images": n_eval, "fid_reference_images": len(all_t),
         "mean": mean, "objects": rows, "metrics_impl": "neural3d.metrics",
         "lpips_net": lpips_net, "method_info": adapter.info(), "git": git_commit(),
         "seconds": time.time() - t0, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    md = [f"# NVS: {method} on {cat}_{split}, input views {views} ({recon_mode})", "",
+    how = ", ".join(f"{k}={v}" for k, v in recon_options.items()) or "defaults"
+    md = [f"# NVS: {method} on {cat}_{split}, input views {views} ({how})", "",
           f"{len(rows)} objects, {n_eval} evaluated images at {res[1]}x{res[0]}, commit "
           f"{result['git']['commit']}{' (dirty)' if result['git']['dirty'] else ''}", "",
           "| object | views | PSNR | SSIM | LPIPS |", "|---|---|---|---|---|"]
@@ -249,8 +218,8 @@ def evaluate_nvs(method: str, ckpt: str | Path, data: str | Path, out: str | Pat
 
 
 # ----------------------------------------------------------------------------- generation
-def evaluate_generation(method: str, ckpt: str | Path, data: str | Path, out: str | Path,
-                        num: int = 64, split: str = "test", category: str | None = None,
+def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
+                        out: str | Path, num: int = 64, split: str = "test", category: str | None = None,
                         poses_per_sample: int = 4, seed: int = 0, device: str = "cpu",
                         inception: str | None = None, max_reference: int | None = None,
                         adapter=None, progress: bool = False) -> dict[str, Any]:
@@ -261,7 +230,8 @@ def evaluate_generation(method: str, ckpt: str | Path, data: str | Path, out: st
     if num < 1:
         raise EvalError(f"--num must be >= 1, got {num}")
     data, out = Path(data), Path(out)
-    adapter = adapter or load_method(method, ckpt, device)
+    adapter = adapter or load_method(method, ckpt, device, "sample", "render")
+    method = adapter.name
     cat = _category(data, category, split, adapter)
     try:
         ds = SRNCategory(data, cat, split)

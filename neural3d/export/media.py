@@ -18,17 +18,23 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.detach().cpu().float().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def write_image_rows(path: str | Path, rows: Sequence[torch.Tensor]) -> Path:
-    """Rows of images ``[k_i, H, W, 3]`` -> one PNG, row ``i`` left to right; rows shorter than
-    the longest are padded with white."""
+def write_image_rows(path: str | Path, rows: Sequence[torch.Tensor], pad: int = 0,
+                     pad_value: float = 1.0) -> Path:
+    """Rows of images ``[k_i, H, W, 3]`` in [0, 1] -> one PNG, row ``i`` left to right. Rows
+    shorter than the longest are filled with ``pad_value``; ``pad > 0`` puts a border of that
+    many pixels (of ``pad_value``) around every tile. Creates the folder; returns the path."""
     import imageio.v3 as iio
 
     k = max(r.shape[0] for r in rows)
-    padded = [torch.cat([r, torch.ones(k - r.shape[0], *r.shape[1:])]) if r.shape[0] < k
-              else r for r in rows]
-    grid = torch.cat([torch.cat(list(r), 1) for r in padded], 0)
+    h, w = rows[0].shape[1:3]
+    canvas = torch.full((len(rows) * (h + pad) + pad, k * (w + pad) + pad, 3), float(pad_value))
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[y:y + h, x:x + w] = img.detach().cpu().float()[..., :3]
     path = Path(path)
-    iio.imwrite(path, to_uint8(grid))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, to_uint8(canvas))
     return path
 
 

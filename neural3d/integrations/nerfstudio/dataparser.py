@@ -15,7 +15,6 @@ data managers): nerfstudio loads it while building its dataparser union.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,9 +35,9 @@ from nerfstudio.plugins.registry_dataparser import DataParserSpecification  # no
 
 from neural3d.cameras import Cameras, to_nerfstudio  # noqa: E402
 from neural3d.data import DataError, MultiViewObject, read_srn_object  # noqa: E402
+from neural3d.data.core import IMAGE_EXTS  # noqa: E402
+from neural3d.data.scenes import camera_aabb, holdout_split, scale_aabb, toy_aabb  # noqa: E402
 from neural3d.data.srn import is_srn_object  # noqa: E402
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 
 
 @dataclass
@@ -83,33 +82,6 @@ def resolve_object_folder(data: Path, obj: str = "") -> Path:
                     f"index below {len(objects)})")
 
 
-def default_aabb(cams: Cameras, folder: Path) -> torch.Tensor:
-    """The toy dataset's recorded AABB when ``folder`` comes from :mod:`neural3d.data.toy`
-    (``toy_dataset.json`` up to three levels up), else a cube from the camera distances."""
-    for parent in [folder, *list(folder.resolve().parents)[:3]]:
-        meta = parent / "toy_dataset.json"
-        if meta.is_file():
-            try:
-                lo, hi = json.loads(meta.read_text())["aabb"]
-                return torch.tensor([*lo, *hi], dtype=torch.float32)
-            except (KeyError, ValueError, TypeError) as exc:
-                raise DataError(f"{meta}: no readable 'aabb' ({exc})") from exc
-    half = 0.6 * float(cams.centers.norm(dim=-1).min())
-    return torch.tensor([-half] * 3 + [half] * 3, dtype=torch.float32)
-
-
-def split_indices(n_views: int, split: str, every: int) -> list[int]:
-    """Views of ``split``: val/test = every ``every``-th view (0, every, ...), train = the rest.
-    With fewer than 2 views (or ``every < 2``) every split gets all views."""
-    idx = list(range(n_views))
-    if n_views < 2 or every < 2:
-        return idx
-    held = set(idx[::every])
-    if split == "train":
-        return [i for i in idx if i not in held]
-    return sorted(held)
-
-
 class SRNDataParser(DataParser):
     """Reads one SRN-layout object with :func:`neural3d.data.read_srn_object`."""
 
@@ -130,20 +102,22 @@ class SRNDataParser(DataParser):
     def scene_aabb(self) -> torch.Tensor:
         obj = self.read()
         assert self._folder is not None
-        box = (torch.tensor(self.config.aabb, dtype=torch.float32) if self.config.aabb
-               else default_aabb(obj.cameras, self._folder))
+        box = torch.tensor(self.config.aabb, dtype=torch.float32) if self.config.aabb else None
+        if box is None:
+            box = toy_aabb(self._folder)
+        if box is None:
+            box = camera_aabb(obj.cameras)
         if box.shape != (6,) or not bool((box[3:] > box[:3]).all()):
             raise DataError(f"{self._folder}: bad scene box {box.tolist()} (need xmin ymin zmin "
                             f"xmax ymax zmax with max > min)")
-        mid, half = (box[:3] + box[3:]) / 2, (box[3:] - box[:3]) / 2 * self.config.aabb_scale
-        return torch.cat([mid - half, mid + half])
+        return scale_aabb(box, self.config.aabb_scale)
 
     def image_paths(self, view_ids: list[str]) -> list[Path]:
         assert self._folder is not None
         rgb = self._folder / "rgb"
         paths = []
         for stem in view_ids:
-            found = [rgb / f"{stem}{s}" for s in IMAGE_SUFFIXES if (rgb / f"{stem}{s}").is_file()]
+            found = [rgb / f"{stem}{s}" for s in IMAGE_EXTS if (rgb / f"{stem}{s}").is_file()]
             if not found:
                 raise DataError(f"{rgb}: no image file for view {stem}")
             paths.append(found[0])
@@ -153,7 +127,8 @@ class SRNDataParser(DataParser):
         if split not in ("train", "val", "test"):
             raise ValueError(f"neural3d-srn: unknown split {split!r} (train, val, test)")
         obj = self.read()
-        idx = split_indices(len(obj), split, self.config.holdout_every)
+        train_idx, held_idx = holdout_split(len(obj), self.config.holdout_every)
+        idx = train_idx if split == "train" or not held_idx else held_idx
         views = obj.select(idx)
         ns = to_nerfstudio(views.cameras)
         cameras = NSCameras(camera_type=CameraType.PERSPECTIVE, **ns)
@@ -176,5 +151,4 @@ neural3d_srn = DataParserSpecification(
                 "background, every 8th view held out",
 )
 
-__all__ = ["SRNDataParser", "SRNDataParserConfig", "default_aabb", "neural3d_srn",
-           "resolve_object_folder", "split_indices"]
+__all__ = ["SRNDataParser", "SRNDataParserConfig", "neural3d_srn", "resolve_object_folder"]

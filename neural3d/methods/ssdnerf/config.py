@@ -115,24 +115,8 @@ class SSDNeRFConfig:
             raise ValueError("model.aabb needs 6 numbers")
 
 
-def model_record(cfg: SSDNeRFConfig) -> dict:
-    """What a checkpoint must hold to rebuild the model (stored under ``record``)."""
-    from neural3d.config import to_dict
-
-    return {"method": "ssdnerf", "config": to_dict(cfg)}
-
-
-def config_from_record(record: dict) -> SSDNeRFConfig:
-    from neural3d.config import from_dict
-
-    if record.get("method") != "ssdnerf":
-        raise ValueError(f"checkpoint is not an SSDNeRF checkpoint (method="
-                         f"{record.get('method')!r})")
-    return from_dict(SSDNeRFConfig, record["config"])
-
-
 __all__ = ["DataConfig", "ModelConfig", "DiffusionConfig", "LossConfig", "OptimConfig",
-           "ReconConfig", "SSDNeRFConfig", "model_record", "config_from_record",
+           "ReconConfig", "SSDNeRFConfig",
            "tiny_config"]
 
 

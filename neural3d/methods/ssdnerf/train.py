@@ -22,12 +22,7 @@ from typing import Any
 import torch
 
 from neural3d.cameras import Cameras, rays_for_pixels
-from neural3d.methods.ssdnerf.config import (
-    DataConfig,
-    SSDNeRFConfig,
-    config_from_record,
-    model_record,
-)
+from neural3d.methods.ssdnerf.config import DataConfig, SSDNeRFConfig
 from neural3d.methods.ssdnerf.latents import LatentAdam, LatentCache
 from neural3d.methods.ssdnerf.model import SSDNeRFModel
 from neural3d.metrics.image import psnr_from_mse
@@ -163,65 +158,21 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
     return step_fn
 
 
-def train(cfg: SSDNeRFConfig, device: str | torch.device | None = None,
+def train(cfg: SSDNeRFConfig, device: str | torch.device | None = "auto",
           steps: int | None = None):
-    """Train SSDNeRF; returns the trainer (its ``out_dir`` holds ``checkpoints/last.pt``)."""
-    from neural3d.train import Trainer
-    from neural3d.train.distributed import world_info
+    """Train SSDNeRF (:func:`neural3d.methods.training.train_method`); returns the trainer
+    (its ``out_dir`` holds ``checkpoints/last.pt``)."""
+    from neural3d.device import resolve_device
+    from neural3d.methods.ssdnerf.method import SSDNeRF
+    from neural3d.methods.training import train_method
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        rank, world = world_info()
-        if world > 1 and device == "cuda":
-            device = f"cuda:{rank % torch.cuda.device_count()}"
-    data = load_split(cfg.data, "train", cfg.data.max_objects or None)
-    model, cache, opts = build(cfg, len(data), device)
-    trainer = Trainer(model, opts, cfg.train, record=model_record(cfg), device=device)
-    trainer.maybe_resume()
-    step_fn = make_step_fn(trainer, model, opts["latents"], data, cfg)
-    trainer.fit(step_fn, steps=steps)
-    trainer.close()
+    trainer, _ = train_method(SSDNeRF(cfg, resolve_device(device)), steps=steps)
     return trainer
 
 
-# ----------------------------------------------------------------------------------- loading
-@dataclass
-class LoadedSSDNeRF:
-    model: SSDNeRFModel
-    cfg: SSDNeRFConfig
-    latents: torch.Tensor | None        # training latents [N, 3, C, R, R] (CPU)
-    step: int
-    path: str
+def load_ssdnerf(path: str | Path, device: str | torch.device = "cpu", ema: bool | str = "auto"):
+    """The :class:`~neural3d.methods.ssdnerf.method.SSDNeRF` method of a checkpoint (model with
+    EMA weights per :func:`neural3d.methods.registry.use_ema`, training latents)."""
+    from neural3d.methods.registry import load
 
-    @property
-    def mean_latent(self) -> torch.Tensor:
-        if self.latents is None:
-            raise ValueError("this checkpoint holds no training latents")
-        return self.latents.mean(0, keepdim=True)
-
-
-def load_ssdnerf(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True
-                 ) -> LoadedSSDNeRF:
-    """Rebuild the model (EMA weights when the run kept them) and the training latents."""
-    from neural3d.train.checkpoint import load_checkpoint
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = load_checkpoint(path, map_location="cpu")
-    cfg = config_from_record(ckpt.get("record", {}))
-    model = SSDNeRFModel(cfg)
-    state = ckpt["model"]
-    if use_ema and ckpt.get("ema"):
-        state = ckpt["ema"]["module"]
-    model.load_state_dict(state)
-    model.to(device).eval()
-    lat = None
-    cs = ckpt.get("optimizers", {}).get("latents", {}).get("cache")
-    if cs is not None:
-        if "latents" in cs:
-            lat = cs["latents"]
-        else:
-            c = LatentCache(int(cs["num"]), cs["shape"], path=cs["path"])
-            lat = c.latents.clone()
-    return LoadedSSDNeRF(model, cfg, lat, int(ckpt["step"]), str(path))
+    return load(path, device, ema, method="ssdnerf")

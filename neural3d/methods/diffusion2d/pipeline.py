@@ -1,6 +1,6 @@
 """One object per experiment: network + schedule + loss + sampling, for every model kind.
 
-``DiffusionPipeline(exp)`` builds the network of ``exp.model.kind`` (``unet``, ``dit``, ``mdm``,
+``DiffusionPipeline(exp)`` builds the network of ``exp.model.architecture`` (``unet``, ``dit``, ``mdm``,
 ``fdm``) for images in ``[-1, 1]`` with class labels ``0..num_classes-1`` (null label
 ``num_classes``). ``forward(x0, y, generator, step)`` returns ``(loss, parts)`` (so the shared
 trainer can wrap it, DDP included); ``generate(n, y, sampler, steps, cfg_scale, generator)``
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neural3d.diffusion.config import DiffusionExperiment
+from neural3d.methods.diffusion2d.config import DiffusionExperiment
 from neural3d.diffusion.dit import DiT
 from neural3d.diffusion.fdm import FDM
 from neural3d.diffusion.guidance import classifier_free_guidance
@@ -22,7 +22,7 @@ from neural3d.diffusion.samplers import sample as run_sampler
 from neural3d.diffusion.schedules import make_schedule
 from neural3d.diffusion.unet import UNet, drop_labels
 
-KINDS = ("unet", "dit", "mdm", "fdm")
+ARCHITECTURES = ("unet", "dit", "mdm", "fdm")
 
 
 class DiffusionPipeline(nn.Module):
@@ -30,10 +30,11 @@ class DiffusionPipeline(nn.Module):
                  in_channels: int = 3):
         super().__init__()
         m, d = exp.model, exp.diffusion
-        if m.kind not in KINDS:
-            raise ValueError(f"model.kind '{m.kind}' unknown (use one of {KINDS})")
+        if m.architecture not in ARCHITECTURES:
+            raise ValueError(f"model.architecture '{m.architecture}' unknown (use one of "
+                             f"{ARCHITECTURES})")
         self.exp = exp
-        self.kind = m.kind
+        self.architecture = m.architecture
         self.num_classes = len(exp.data.categories) if num_classes is None else num_classes
         self.res, self.in_channels = exp.data.res, in_channels
         self.schedule = make_schedule(d.schedule, d.num_steps, d.shift)
@@ -41,14 +42,14 @@ class DiffusionPipeline(nn.Module):
                        num_res_blocks=m.num_res_blocks,
                        attention_resolutions=tuple(m.attention_resolutions), dropout=m.dropout)
         self.mdm = self.fdm = None
-        if m.kind == "unet" or m.kind == "fdm":
+        if m.architecture == "unet" or m.architecture == "fdm":
             self.net = UNet(in_channels, resolution=self.res, num_classes=self.num_classes,
                             **unet_kw)
-            if m.kind == "fdm":
+            if m.architecture == "fdm":
                 self.fdm = FDM(self.schedule, m.fdm_stages, m.fdm_transform,
                                weighting=d.weighting if d.weighting != "native" else "min_snr",
                                min_snr_gamma=d.min_snr_gamma)
-        elif m.kind == "dit":
+        elif m.architecture == "dit":
             self.net = DiT(in_channels, resolution=self.res, patch=m.patch, dim=m.dim,
                            depth=m.depth, heads=m.heads, num_classes=self.num_classes)
         else:
@@ -68,10 +69,10 @@ class DiffusionPipeline(nn.Module):
         d = self.exp.diffusion
         if y is not None:
             y = drop_labels(y, d.cond_drop, self.null_label, generator)
-        if self.kind == "mdm":
+        if self.architecture == "mdm":
             levels = active_levels(step, self.exp.model.grow_at, self.net.num_levels)
             return self.mdm.loss(x0, y=y, levels=levels, generator=generator)
-        if self.kind == "fdm":
+        if self.architecture == "fdm":
             return self.fdm.loss(self.net, x0, generator=generator, y=y)
         loss = diffusion_loss(self.net, x0, self.schedule, d.parameterization, d.weighting,
                               d.min_snr_gamma, generator=generator, y=y)
@@ -87,13 +88,13 @@ class DiffusionPipeline(nn.Module):
         if y is not None:
             y = y.to(dev)
         null = torch.full((n,), self.null_label, dtype=torch.long, device=dev)
-        if self.kind != "fdm":
+        if self.architecture != "fdm":
             kwargs.setdefault("thresholding", "clip")
-        if self.kind == "mdm":
+        if self.architecture == "mdm":
             outs = self.mdm.sample(n, sampler=sampler, steps=steps, y=y, cfg_scale=cfg_scale,
                                    generator=generator, device=dev, progress=progress, **kwargs)
             return outs[0].clamp(-1, 1)
-        if self.kind == "fdm":
+        if self.architecture == "fdm":
             if sampler not in ("ddim", "ddpm"):
                 raise ValueError("f-DM samples with 'ddim' (eta=0) or 'ddpm' (eta=1)")
             eta = kwargs.pop("eta", 1.0 if sampler == "ddpm" else 0.0)

@@ -1,13 +1,14 @@
 """Experiment configs of the 2D diffusion models (YAML files ``configs/diffusion_*.yaml``).
 
-Plain dataclasses read by :func:`neural3d.config.load_config`; the run section is translated
-into the shared trainer's ``TrainConfig`` by the command layer (this package does not import
-``neural3d.train``).
+Plain dataclasses read by :func:`neural3d.config.load_config`; ``train`` is the shared trainer's
+:class:`~neural3d.train.TrainConfig`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from neural3d.train import TrainConfig
 
 
 @dataclass
@@ -23,7 +24,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "unet"                  # unet | dit | mdm | fdm
+    architecture: str = "unet"          # unet | dit | mdm | fdm
     # U-Net (also the inner U-Net of mdm and the f-DM denoiser)
     channels: int = 64
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
@@ -66,22 +67,6 @@ class OptimConfig:
 
 
 @dataclass
-class RunConfig:
-    steps: int = 2000
-    seed: int = 0
-    out_dir: str = "runs/diffusion_toy"
-    log_every: int = 20
-    ckpt_every: int = 500
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    progress: bool = True
-    tensorboard: bool = True
-    resume: str = "auto"
-    threads: int = 0                    # torch CPU threads (0 = torch default); on a shared
-                                        # CPU, 1 thread per process avoids oversubscription
-
-
-@dataclass
 class SampleConfig:
     sampler: str = "ddim"
     steps: int = 50
@@ -95,5 +80,7 @@ class DiffusionExperiment:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=2000, out_dir="runs/diffusion_toy", log_every=20, ema_decay=0.999,
+        grad_clip=1.0))
     sample: SampleConfig = field(default_factory=SampleConfig)

@@ -1,0 +1,154 @@
+"""SSDNeRF as a registered method: ``neural3d train|sample|eval ssdnerf``.
+
+Training draws batches of objects and their latents (:mod:`.train`); inference instances hold the
+model (EMA weights when the run kept them) and the training latents, and offer ``sample``
+(unconditional latents), ``reconstruct`` (single/few-view, :mod:`.recon`) and ``render``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neural3d.methods.registry import Built, Method, module_states, register_method
+from neural3d.methods.ssdnerf.config import SSDNeRFConfig
+from neural3d.methods.ssdnerf.latents import LatentCache
+from neural3d.methods.ssdnerf.model import SSDNeRFModel
+from neural3d.methods.ssdnerf.recon import MODES, reconstruct
+from neural3d.methods.ssdnerf.train import build, load_split, make_step_fn
+
+
+@register_method
+class SSDNeRF(Method):
+    name = "ssdnerf"
+    summary = "single-stage diffusion NeRF: triplane latents + shared decoder + 2D diffusion prior"
+    Config = SSDNeRFConfig
+
+    def __init__(self, cfg: SSDNeRFConfig, device="cpu"):
+        super().__init__(cfg, device)
+        self.latents: torch.Tensor | None = None   # training latents [N,3,C,R,R] (inference)
+
+    # ------------------------------------------------------------------ training
+    def build(self) -> Built:
+        self.data = load_split(self.cfg.data, "train", self.cfg.data.max_objects or None)
+        model, _, opts = build(self.cfg, len(self.data), self.device)
+        self.latopt = opts["latents"]
+        return Built({"model": model}, opts)
+
+    def setup(self, trainer) -> None:
+        self._step = make_step_fn(trainer, trainer.module, self.latopt, self.data, self.cfg)
+
+    def step(self, trainer, step: int):
+        return self._step(step)
+
+    def finish(self, trainer) -> dict[str, Any]:
+        return {**super().finish(trainer), "checkpoint": str(trainer.ckpt_path)}
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_checkpoint(cls, ckpt, device="cpu", ema="auto") -> SSDNeRF:
+        method = cls(cls.config_from_record(ckpt["record"]), device)
+        model = SSDNeRFModel(method.cfg)
+        model.load_state_dict(module_states(ckpt, ema)["model"])
+        method.modules = {"model": model.to(method.device).eval()}
+        cs = ckpt.get("optimizers", {}).get("latents", {}).get("cache")
+        if cs is not None:
+            if "latents" in cs:
+                method.latents = cs["latents"]
+            else:
+                method.latents = LatentCache(int(cs["num"]), cs["shape"],
+                                             path=cs["path"]).latents.clone()
+        return method
+
+    @property
+    def model(self) -> SSDNeRFModel:
+        return self.modules["model"]
+
+    @property
+    def mean_latent(self) -> torch.Tensor:
+        if self.latents is None:
+            raise ValueError("this checkpoint holds no training latents")
+        return self.latents.mean(0, keepdim=True)
+
+    @property
+    def category(self) -> str:
+        return self.cfg.data.category
+
+    # ------------------------------------------------------------------ capabilities
+    @classmethod
+    def add_arguments(cls, command: str, parser) -> None:
+        if command == "sample":
+            parser.add_argument("--sampler", choices=["ddim", "ode", "ddpm"], default=None,
+                                help="default: the config's (diffusion.sampler)")
+            parser.add_argument("--steps", type=int, default=None,
+                                help="sampling steps (default: diffusion.sample_steps)")
+            parser.add_argument("--frames", type=int, default=36, help="turntable frames")
+            parser.add_argument("--res", type=int, default=0,
+                                help="render resolution (0 = the training data's)")
+            parser.add_argument("--radius", type=float, default=1.3)
+            parser.add_argument("--elevation", type=float, default=20.0)
+            parser.add_argument("--fps", type=int, default=12)
+        if command == "eval":
+            parser.add_argument("--recon", dest="mode", default="guided_finetune",
+                                choices=list(MODES), help="reconstruction mode")
+            parser.add_argument("--guidance-scale", type=float, default=None)
+            parser.add_argument("--guidance-wrt", default=None, choices=["x0", "xt"],
+                                help="guidance on x0_hat or through the denoiser (default: "
+                                     "the checkpoint's recon.guidance_wrt)")
+            parser.add_argument("--finetune-steps", type=int, default=None)
+
+    def sample(self, num: int, seed: int = 0, batch: int = 16, steps: int | None = None,
+               sampler: str | None = None) -> list[torch.Tensor]:
+        """``num`` latents ``[1,3,C,R,R]`` drawn with one seeded generator, ``batch`` at a time."""
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for i in range(0, num, batch):
+            lat = self.model.sample(min(batch, num - i), generator=g, steps=steps,
+                                    sampler=sampler)
+            out += [lat[j:j + 1] for j in range(lat.shape[0])]
+        return out
+
+    def write_samples(self, out: Path, num: int, seed: int = 0, sampler: str | None = None,
+                      steps: int | None = None, frames: int = 36, res: int = 0,
+                      radius: float = 1.3, elevation: float = 20.0, fps: int = 12
+                      ) -> list[Path]:
+        """``latents.pt``, ``grid.png`` (4 views per sample) and a turntable per sample."""
+        from neural3d.cameras import Cameras, orbit_path
+        from neural3d.export.media import write_image_rows, write_video
+
+        dc = self.cfg.data
+        res = res or dc.resolution or (dc.toy_res if dc.toy else 128)
+        lat = torch.cat(self.sample(num, seed, steps=steps, sampler=sampler))
+        torch.save(lat.cpu(), out / "latents.pt")
+        cams = Cameras.srn(orbit_path(frames, radius, elevation), res)
+        grid_idx = torch.arange(0, frames, max(1, frames // 4))[:4]
+        rows, paths = [], []
+        for i in range(num):
+            views = self.render(lat[i:i + 1], cams)
+            rows.append(views[grid_idx])
+            paths.append(write_video(out / f"turntable_{i:03d}.mp4", views, fps))
+        return [write_image_rows(out / "grid.png", rows), out / "latents.pt", *paths]
+
+    def reconstruct(self, images: torch.Tensor, cameras, mode: str = "guided_finetune",
+                    **recon_overrides) -> torch.Tensor:
+        """Latent ``[1,3,C,R,R]`` from posed views; ``recon_overrides`` are ``ReconConfig``
+        fields (``guidance_scale``, ``guidance_wrt``, ``finetune_steps``, ...)."""
+        rc = replace(self.cfg.recon, **{k: v for k, v in recon_overrides.items()
+                                        if v is not None})
+        init = self.mean_latent if self.latents is not None else None
+        return reconstruct(self.model, images, cameras, rc, mode=mode, init=init)
+
+    def render(self, state: torch.Tensor, cameras) -> torch.Tensor:
+        return self.model.render_views(state, cameras).cpu()
+
+    def info(self) -> dict[str, Any]:
+        from neural3d.config import to_dict
+
+        d = self.cfg.diffusion
+        return {"method": self.name, "ckpt": self.checkpoint_path,
+                "ckpt_step": self.checkpoint_step, "train_mode": self.cfg.optim.mode,
+                "recon": to_dict(self.cfg.recon), "sampler": d.sampler,
+                "sample_steps": d.sample_steps}

@@ -1,0 +1,194 @@
+"""The method registry: a throw-away method registered from inside the tests is trained, sampled
+and evaluated by the CLI (no edit under neural3d/commands or neural3d/eval), listed by
+`neural3d methods`, loaded by `neural3d.load`; help for every command and method."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint
+
+import pytest
+import torch
+from torch import nn
+
+import neural3d
+from neural3d.cli import main
+from neural3d.methods import registry
+from neural3d.methods.registry import Built, Method, MethodError, register_method
+from neural3d.train import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@dataclass
+class FlatColourConfig:
+    target: list = field(default_factory=lambda: [0.2, 0.4, 0.6])
+    lr: float = 0.1
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=40, progress=False, tensorboard=False, ckpt_every=0, out_dir="unused"))
+
+
+class FlatColour(Method):
+    """A 'scene' that is one colour everywhere: trains the colour towards ``target``, samples
+    colours, reconstructs the mean colour of the observed views, renders flat images."""
+
+    name = "flatcolour"
+    summary = "test method: a flat colour"
+    Config = FlatColourConfig
+
+    def build(self) -> Built:
+        net = nn.Linear(1, 3)
+        return Built({"model": net}, {"main": torch.optim.Adam(net.parameters(), self.cfg.lr)})
+
+    def step(self, trainer, step):
+        colour = trainer.model(torch.ones(1, 1))[0]
+        loss = (colour - torch.tensor(self.cfg.target)).pow(2).mean()
+        return {"loss": loss}
+
+    def sample(self, num, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        return [torch.rand(3, generator=g) for _ in range(num)]
+
+    def write_samples(self, out, num, seed=0):
+        from neural3d.export.media import write_image_rows
+
+        tiles = torch.stack([c.expand(4, 4, 3) for c in self.sample(num, seed)])
+        return [write_image_rows(out / "colours.png", [tiles])]
+
+    def reconstruct(self, images, cameras):
+        return images.reshape(-1, 3).mean(0)
+
+    def render(self, state, cameras):
+        return state.expand(len(cameras), cameras.height, cameras.width, 3).clone()
+
+
+@pytest.fixture
+def flat():
+    register_method(FlatColour)
+    yield FlatColour
+    registry.unregister_method(FlatColour.name)
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    from neural3d.data.toy import write_toy_dataset
+
+    root = tmp_path_factory.mktemp("toy")
+    write_toy_dataset(root, "cars", objects=1, views=2, test_views=4, res=8, seed=0,
+                      test_objects=2, progress=False)
+    return root
+
+
+def test_throwaway_method_runs_through_the_cli(flat, toy_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["methods"]) == 0
+    listed = capsys.readouterr().out
+    assert "flatcolour" in listed and "train, sample, reconstruct, render" in listed
+    assert main(["train", "flatcolour", f"train.out_dir={run}", "--threads", "1",
+                 "lr=0.05"]) == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    assert ckpt.is_file() and f"checkpoint: {ckpt}" in capsys.readouterr().out
+    loaded = neural3d.load(ckpt)
+    assert isinstance(loaded, FlatColour) and loaded.cfg.lr == 0.05
+    first = json.loads((run / "run.json").read_text())["config"]
+    assert first["method"] == "flatcolour" and first["format_version"] == registry.FORMAT_VERSION
+
+    assert main(["sample", "flatcolour", str(ckpt), "--num", "3", "--out",
+                 str(tmp_path / "s")]) == 0
+    assert str(tmp_path / "s" / "colours.png") in capsys.readouterr().out
+
+    assert main(["eval", "nvs", "--ckpt", str(ckpt), "--data", str(toy_data), "--input-views",
+                 "0", "--no-fid", "--out", str(tmp_path / "nvs")]) == 0
+    res = json.loads((tmp_path / "nvs" / "results.json").read_text())
+    assert res["method"] == "flatcolour" and res["num_objects"] == 2
+    assert 0 < res["mean"]["psnr"] < 60
+    assert main(["eval", "generation", "--ckpt", str(ckpt), "--data", str(toy_data),
+                 "--num", "2", "--poses-per-sample", "1", "--out", str(tmp_path / "gen")]) == 0
+    assert json.loads((tmp_path / "gen" / "results.json").read_text())["num_images"] == 2
+
+
+def test_wrong_method_and_missing_capability_are_one_line_errors(flat, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "flatcolour", f"train.out_dir={run}", "train.steps=1"]) == 0
+    ckpt = str(run / "checkpoints" / "last.pt")
+    capsys.readouterr()
+    assert main(["sample", "ssdnerf", ckpt, "--out", str(tmp_path / "x")]) == 2
+    assert "is a 'flatcolour' checkpoint, not 'ssdnerf'" in capsys.readouterr().err
+    assert main(["train", "nosuchmethod"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'nosuchmethod'" in err and "flatcolour" in err
+    with pytest.raises(MethodError, match="not 'ssdnerf'"):
+        neural3d.load(ckpt, method="ssdnerf")
+    assert main(["train", "flatcolour", "lr_typo=1"]) == 2
+    assert "did you mean 'lr'" in capsys.readouterr().err
+
+
+def test_help_for_every_command_and_method(flat, capsys):
+    for command in ("train", "sample"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        out = capsys.readouterr().out
+        assert "flatcolour" in out and "ssdnerf" in out and "diffusion" in out
+    for name, cls in registry.available_methods().items():
+        for command, cap in (("train", "train"), ("sample", "sample")):
+            if cap not in cls.capabilities():
+                continue
+            with pytest.raises(SystemExit) as exc:
+                main([command, name, "--help"])
+            assert exc.value.code == 0
+            out = capsys.readouterr().out
+            assert f"neural3d {command} {name}" in out and cls.summary in out
+            if command == "train":
+                assert "train.steps" in out  # the config keys are listed
+        for task in ("nvs", "generation"):
+            with pytest.raises(SystemExit) as exc:
+                main(["eval", task, "--method", name, "--help"])
+            assert exc.value.code == 0
+            assert f"neural3d eval {task}" in capsys.readouterr().out
+
+
+def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
+    (tmp_path / "n3d_plugin_pkg.py").write_text(textwrap.dedent("""
+        from dataclasses import dataclass
+        from neural3d.methods.registry import Method
+
+        @dataclass
+        class Cfg:
+            x: int = 1
+
+        class PluginMethod(Method):
+            name = "plugin-thing"
+            summary = "from an entry point"
+            Config = Cfg
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = EntryPoint(name="plugin-thing", value="n3d_plugin_pkg:PluginMethod",
+                    group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr("importlib.metadata.entry_points",
+                        lambda group=None: [ep] if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(registry, "_DISCOVERED", False)
+    try:
+        methods = registry.available_methods()
+        assert "plugin-thing" in methods and methods["plugin-thing"].capabilities() == ()
+        assert {"ssdnerf", "diffusion"} <= set(methods)
+    finally:
+        registry.unregister_method("plugin-thing")
+        sys.modules.pop("n3d_plugin_pkg", None)
+
+
+def test_register_rejects_bad_methods():
+    class NoName(Method):
+        Config = FlatColourConfig
+
+    with pytest.raises(MethodError, match="non-empty `name`"):
+        register_method(NoName)
+
+    class Taken(FlatColour):
+        name = "ssdnerf"
+
+    with pytest.raises(MethodError, match="taken"):
+        register_method(Taken)
