@@ -4,7 +4,8 @@ The noise schedule is stateless and separate from the network (as in diffusers):
 any callable ``model(x_t, t, **cond)`` with ``t`` a float tensor ``[B]`` in ``[0, 1]``.
 
 - :mod:`.schedules`: cosine / linear, continuous and discrete, resolution-shifted.
-- :mod:`.parameterization`: eps / x0 / v conversions, weighted training loss.
+- :mod:`.parameterization`: eps / x0 / v conversions and the one training objective
+  (:class:`DiffusionObjective`: schedule + parameterisation + loss weighting).
 - :mod:`.samplers`: DDPM, DDIM (+ inversion), DPM-Solver++(2M).
 - :mod:`.guidance`: classifier-free (``uncond + w (cond - uncond)``), classifier, measurement
   guidance, thresholding.
@@ -22,9 +23,9 @@ from neural3d.diffusion.guidance import (
 )
 from neural3d.diffusion.mdm import MatryoshkaDiffusion, NestedUNet
 from neural3d.diffusion.parameterization import (
+    DiffusionObjective,
     convert,
     diffusion_loss,
-    prediction_loss,
     to_eps,
     to_v,
     to_x0,
@@ -49,9 +50,9 @@ from neural3d.diffusion.unet import UNet, drop_labels
 
 __all__ = [
     "ClassifierFreeGuidance", "ClassifierGuidance", "MeasurementGuidance",
-    "classifier_free_guidance", "threshold_x0", "convert", "diffusion_loss", "prediction_loss",
+    "classifier_free_guidance", "threshold_x0", "DiffusionObjective", "convert", "diffusion_loss",
     "to_eps", "to_v", "to_x0", "Denoiser", "ddim_invert", "ddim_sample", "ddpm_sample",
-    "dpmpp_2m_sample", "sample", "CosineSchedule", "DiscreteSchedule", "LinearSchedule",
-    "NoiseSchedule", "ShiftedSchedule", "make_schedule", "UNet", "drop_labels", "DiT", "FDM",
-    "MatryoshkaDiffusion", "NestedUNet",
+    "dpmpp_2m_sample", "sample", "CosineSchedule", "DiscreteSchedule",
+    "LinearSchedule", "NoiseSchedule", "ShiftedSchedule", "make_schedule", "UNet", "drop_labels",
+    "DiT", "FDM", "MatryoshkaDiffusion", "NestedUNet",
 ]
