@@ -1,7 +1,7 @@
-"""The one diffusion objective, against the formulas it replaced.
+"""The one diffusion objective and the one sampling loop, against the formulas they replaced.
 
 The reference functions below are the pre-refactor implementations (SSDNeRF's own loss, the
-generic ``diffusion_loss``), kept here verbatim in their arithmetic
+generic ``diffusion_loss``, and the three sampler loops), kept here verbatim in their arithmetic
 so that the refactored code can be checked number for number.
 """
 
@@ -10,8 +10,10 @@ import dataclasses
 import pytest
 import torch
 
+from neural3d.diffusion import guidance as G
 from neural3d.diffusion import parameterization as P
-from neural3d.diffusion.schedules import CosineSchedule, DiscreteSchedule
+from neural3d.diffusion import samplers as S
+from neural3d.diffusion.schedules import CosineSchedule, DiscreteSchedule, ShiftedSchedule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,6 +52,42 @@ def old_generic_loss(model, x0, schedule, kind, weighting, gamma, generator):
     want = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1,
             "min_snr": snr.clamp(max=gamma)}[weighting]
     return (mse * (want / native)).mean()
+
+
+def old_sampler(name, den, x, steps, spacing="uniform", eta=0.0, generator=None, callback=None):
+    ts = den.schedule.timesteps(steps, spacing).tolist()
+    x0_prev = h_prev = None
+    for t, s in zip(ts, ts[1:] + [0.0], strict=True):
+        x0, eps = den(x, t)
+        if s <= 0:
+            x = x0
+        else:
+            a_t, s_t = den.coeffs(t, x)
+            a_s, s_s = den.coeffs(s, x)
+            if name == "ddim":
+                var_ts = (1 - (a_t / a_s) ** 2).clamp(min=0)
+                c = eta * s_s / s_t * var_ts.sqrt()
+                x = a_s * x0 + (s_s ** 2 - c ** 2).clamp(min=0).sqrt() * eps
+                if eta > 0:
+                    x = x + c * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            elif name == "ddpm":
+                a_ts = a_t / a_s
+                var_ts = (s_t ** 2 - a_ts ** 2 * s_s ** 2).clamp(min=0)
+                mean = (a_ts * s_s ** 2 / s_t ** 2) * x + (a_s * var_ts / s_t ** 2) * x0
+                std = (var_ts * s_s ** 2 / s_t ** 2).sqrt()
+                x = mean + std * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            else:
+                h = torch.log(a_s / s_s) - torch.log(a_t / s_t)
+                if x0_prev is None:
+                    d = x0
+                else:
+                    r = h_prev / h
+                    d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+                x = (s_s / s_t) * x - a_s * torch.expm1(-h) * d
+                x0_prev, h_prev = x0, h
+        if callback is not None:
+            callback(t, x, x0)
+    return x
 
 
 # ------------------------------------------------------------------ objective
@@ -153,3 +191,62 @@ def test_given_t_and_noise_are_used_and_draw_nothing():
     per = obj.loss(lambda x, tt: torch.zeros_like(x), x0, g, t=t, noise=noise, reduce=False)
     torch.testing.assert_close(per, noise.pow(2).flatten(1).mean(1))
     assert torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())
+
+
+# ------------------------------------------------------------------ samplers
+W = torch.randn(4, 4, generator=torch.Generator().manual_seed(3)) * 0.5
+
+
+def toy_model(x, t):
+    return torch.tanh(torch.einsum("ij,bjhw->bihw", W, x)) * (1 + t.view(-1, 1, 1, 1)) + 0.1 * x
+
+
+SCHEDULES = {"cosine": CosineSchedule(), "discrete": DiscreteSchedule.linear(1000),
+             "shifted": ShiftedSchedule(CosineSchedule(), 2.0)}
+
+
+@pytest.mark.parametrize("sched_name", list(SCHEDULES))
+@pytest.mark.parametrize("kind", ["eps", "x0", "v"])
+@pytest.mark.parametrize("sampler,kw", [
+    ("ddim", {"steps": 10}), ("ddim", {"steps": 7, "eta": 0.5}), ("ddpm", {"steps": 12}),
+    ("ddpm", {"steps": 9, "spacing": "karras"}), ("dpmpp2m", {"steps": 8}),
+    ("ode", {"steps": 6, "spacing": "logsnr"}),
+])
+def test_samplers_bit_identical_to_their_old_loops(sched_name, kind, sampler, kw):
+    sched = SCHEDULES[sched_name]
+    guid = [G.MeasurementGuidance(lambda x0: (x0 - 0.3).pow(2).sum() / 2, scale=0.05)]
+    name = {"ode": "dpmpp2m"}.get(sampler, sampler)
+    seen_new, seen_old = [], []
+    g = torch.Generator().manual_seed(7)
+    new = S.sample(toy_model, (6, 4, 3, 3), sched, sampler=sampler, parameterization=kind,
+                   generator=g, guidance=guid, thresholding="dynamic",
+                   callback=lambda t, x, x0: seen_new.append((t, x, x0)), **kw)
+    after_new = torch.randn(3, generator=g)
+    g = torch.Generator().manual_seed(7)
+    den = S.Denoiser(toy_model, sched, kind, guidance=guid, thresholding="dynamic")
+    x_T = torch.randn((6, 4, 3, 3), generator=g)
+    steps = kw.get("steps")
+    old = old_sampler(name, den, x_T, steps, kw.get("spacing", "uniform"), kw.get("eta", 0.0), g,
+                      lambda t, x, x0: seen_old.append((t, x, x0)))
+    assert torch.equal(new, old)
+    assert torch.equal(after_new, torch.randn(3, generator=g))  # same random draws
+    assert len(seen_new) == len(seen_old) == steps
+    for (t1, x1, y1), (t2, x2, y2) in zip(seen_new, seen_old, strict=True):
+        assert t1 == t2 and torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_sample_loop_with_a_custom_step_and_denoiser():
+    """Any step function plugs into the loop; the last transition returns x0_hat."""
+    sched = CosineSchedule()
+    den = S.Denoiser(toy_model, sched, "v")
+    calls = []
+
+    def step(x, x0, eps, ct, cs, state):
+        calls.append(0 if state is None else state)
+        return S.ddim_step(x, x0, eps, ct, cs)[0], len(calls)
+
+    x_T = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    out = S.sample_loop(den, x_T, sched.timesteps(3), step)
+    assert calls == [0, 1]  # two steps between grid times, then the final x0
+    assert den.nfe == 3
+    assert torch.equal(out, S.ddim_sample(den, schedule=sched, x_T=x_T, steps=3))

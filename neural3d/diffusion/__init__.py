@@ -6,7 +6,8 @@ any callable ``model(x_t, t, **cond)`` with ``t`` a float tensor ``[B]`` in ``[0
 - :mod:`.schedules`: cosine / linear, continuous and discrete, resolution-shifted.
 - :mod:`.parameterization`: eps / x0 / v conversions and the one training objective
   (:class:`DiffusionObjective`: schedule + parameterisation + loss weighting).
-- :mod:`.samplers`: DDPM, DDIM (+ inversion), DPM-Solver++(2M).
+- :mod:`.samplers`: one loop (:func:`sample_loop`) driving DDPM, DDIM (+ inversion) and
+  DPM-Solver++(2M) steps.
 - :mod:`.guidance`: classifier-free (``uncond + w (cond - uncond)``), classifier, measurement
   guidance, thresholding.
 - :mod:`.unet`, :mod:`.dit`: denoisers; :mod:`.mdm` Matryoshka Diffusion; :mod:`.fdm` f-DM.
@@ -37,6 +38,7 @@ from neural3d.diffusion.samplers import (
     ddpm_sample,
     dpmpp_2m_sample,
     sample,
+    sample_loop,
 )
 from neural3d.diffusion.schedules import (
     CosineSchedule,
@@ -52,7 +54,7 @@ __all__ = [
     "ClassifierFreeGuidance", "ClassifierGuidance", "MeasurementGuidance",
     "classifier_free_guidance", "threshold_x0", "DiffusionObjective", "convert", "diffusion_loss",
     "to_eps", "to_v", "to_x0", "Denoiser", "ddim_invert", "ddim_sample", "ddpm_sample",
-    "dpmpp_2m_sample", "sample", "CosineSchedule", "DiscreteSchedule",
+    "dpmpp_2m_sample", "sample", "sample_loop", "CosineSchedule", "DiscreteSchedule",
     "LinearSchedule", "NoiseSchedule", "ShiftedSchedule", "make_schedule", "UNet", "drop_labels",
     "DiT", "FDM", "MatryoshkaDiffusion", "NestedUNet",
 ]
