@@ -110,22 +110,25 @@ def test_parameterization_conversions_exact():
 
 def test_loss_weighting_relations():
     snr = torch.tensor([0.1, 1.0, 10.0])
+
+    def factor(kind, weighting, gamma=5.0):  # applied to the native MSE
+        obj = P.DiffusionObjective(None, kind, weighting, gamma)
+        return obj.weights(snr) / P.native_weight(snr, kind)
+
     # eps-MSE expressed for an x0-predicting network must weight by snr, v-MSE by snr + 1
-    torch.testing.assert_close(P.loss_weight(snr, "x0", "eps"), snr)
-    torch.testing.assert_close(P.loss_weight(snr, "x0", "v"), snr + 1)
-    torch.testing.assert_close(P.loss_weight(snr, "eps", "min_snr", 5.0),
-                               snr.clamp(max=5) / snr)
+    torch.testing.assert_close(factor("x0", "eps"), snr)
+    torch.testing.assert_close(factor("x0", "v"), snr + 1)
+    torch.testing.assert_close(factor("eps", "min_snr", 5.0), snr.clamp(max=5) / snr)
     # numerically: an error in eps-space maps to the documented errors in x0/v space
     x0, eps = torch.zeros(1, 8), torch.randn(1, 8)
     a, s = torch.tensor([0.6]), torch.tensor([0.8])
     d = torch.randn(1, 8) * 0.1
     xt = a * x0 + s * eps
-    for kind, w in (("x0", 1.0), ("v", 1 + (0.6 / 0.8) ** 2)):
+    le = P.DiffusionObjective(None, "eps", "native").prediction_loss(eps + d, x0, eps, a, s)
+    for kind in ("x0", "v"):
         pred = P.convert(eps + d, "eps", kind, xt, a, s)
-        lk = P.prediction_loss(pred, x0, eps, a, s, kind, "eps")
-        le = P.prediction_loss(eps + d, x0, eps, a, s, "eps", "native")
+        lk = P.DiffusionObjective(None, kind, "eps").prediction_loss(pred, x0, eps, a, s)
         torch.testing.assert_close(lk, le, rtol=1e-4, atol=1e-7)
-        del w
 
 
 @pytest.mark.parametrize("kind", ["eps", "x0", "v"])
@@ -204,7 +207,7 @@ def test_measurement_guidance_pulls_samples_to_measurement():
                      generator=torch.Generator().manual_seed(5))
     for wrt, kw, gain in (("x0", {"snr_weighted": False, "scale": 0.3}, 0.5),
                           ("xt", {"scale": 1.0}, 0.5),
-                          ("x0", {"scale": 0.3, "t_max": 0.5}, 0.9)):  # NGD form, late steps
+                          ("x0", {"scale": 0.3, "t_max": 0.5}, 0.9)):  # snr-weighted, late steps
         mg = G.MeasurementGuidance(lambda x0: 0.5 * (x0 - target).pow(2).sum(), wrt=wrt, **kw)
         guided = S.sample(model, (256, 4, 2, 2), sched, sampler="ddim", steps=30,
                           generator=torch.Generator().manual_seed(5), guidance=[mg])
@@ -212,14 +215,20 @@ def test_measurement_guidance_pulls_samples_to_measurement():
     del g
 
 
-def test_ngd_form_of_measurement_guidance():
-    """wrt='x0' with loss |x0 - I|^2/2 gives eps + gamma * sigma/alpha * (x0_hat - I)."""
+def test_measurement_guidance_x0_forms():
+    """wrt='x0' with loss |x0 - I|^2/2: snr_weighted gives eps + gamma * sigma/alpha * (x0_hat - I);
+    the plain form is NerfDiff's NGD blend x0_hat <- (1 - gamma) x0_hat + gamma I."""
     img = torch.randn(2, 3)
-    mg = G.MeasurementGuidance(lambda x0: 0.5 * (x0 - img).pow(2).sum(), scale=0.7)
     x0, eps = torch.randn(2, 3), torch.randn(2, 3)
     a, s = torch.tensor(0.6), torch.tensor(0.8)
+    mg = G.MeasurementGuidance(lambda x0: 0.5 * (x0 - img).pow(2).sum(), scale=0.7)
     out = mg.apply(None, None, x0, eps, a, s, {})
     torch.testing.assert_close(out, eps + 0.7 * s / a * (x0 - img))
+    ngd = G.MeasurementGuidance(lambda x0: 0.5 * (x0 - img).pow(2).sum(), scale=0.7,
+                                snr_weighted=False)
+    xt = a * x0 + s * eps
+    eps_g = ngd.apply(xt, None, x0, eps, a, s, {})
+    torch.testing.assert_close((xt - s * eps_g) / a, 0.3 * x0 + 0.7 * img)
 
 
 def test_classifier_guidance_and_thresholding():
@@ -247,6 +256,6 @@ def test_diffusion_loss_runs_and_is_zero_for_oracle_x0_on_point_mass():
     def perfect(x, t):  # point mass at 0.3 -> x0_hat is exact
         return torch.full_like(x, 0.3)
 
-    loss = P.diffusion_loss(perfect, x0, sched, kind="x0", weighting="min_snr",
+    loss = P.diffusion_loss(perfect, x0, sched, parameterization="x0", weighting="min_snr",
                             generator=torch.Generator().manual_seed(0))
     assert float(loss) < 1e-10

@@ -127,14 +127,15 @@ def test_training_steps_reduce_loss(make, one_thread):
     def eval_loss():
         gg = torch.Generator().manual_seed(123)
         with torch.no_grad():
-            return float(sum(diffusion_loss(m, data.repeat(16, 1, 1, 1), sched, kind="v",
-                                            generator=gg, y=labels.repeat(16))
+            return float(sum(diffusion_loss(m, data.repeat(16, 1, 1, 1), sched,
+                                            parameterization="v", generator=gg,
+                                            y=labels.repeat(16))
                              for _ in range(2)))
 
     before = eval_loss()
     for _ in range(30):
         idx = torch.randint(0, 2, (16,), generator=g)
-        loss = diffusion_loss(m, data[idx], sched, kind="v", generator=g, y=labels[idx])
+        loss = diffusion_loss(m, data[idx], sched, parameterization="v", generator=g, y=labels[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()

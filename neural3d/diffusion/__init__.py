@@ -4,8 +4,10 @@ The noise schedule is stateless and separate from the network (as in diffusers):
 any callable ``model(x_t, t, **cond)`` with ``t`` a float tensor ``[B]`` in ``[0, 1]``.
 
 - :mod:`.schedules`: cosine / linear, continuous and discrete, resolution-shifted.
-- :mod:`.parameterization`: eps / x0 / v conversions, weighted training loss.
-- :mod:`.samplers`: DDPM, DDIM (+ inversion), DPM-Solver++(2M).
+- :mod:`.parameterization`: eps / x0 / v conversions and the one training objective
+  (:class:`DiffusionObjective`: schedule + parameterisation + loss weighting).
+- :mod:`.samplers`: one loop (:func:`sample_loop`) driving DDPM, DDIM (+ inversion) and
+  DPM-Solver++(2M) steps.
 - :mod:`.guidance`: classifier-free (``uncond + w (cond - uncond)``), classifier, measurement
   guidance, thresholding.
 - :mod:`.unet`, :mod:`.dit`: denoisers; :mod:`.mdm` Matryoshka Diffusion; :mod:`.fdm` f-DM.
@@ -22,9 +24,9 @@ from neural3d.diffusion.guidance import (
 )
 from neural3d.diffusion.mdm import MatryoshkaDiffusion, NestedUNet
 from neural3d.diffusion.parameterization import (
+    DiffusionObjective,
     convert,
     diffusion_loss,
-    prediction_loss,
     to_eps,
     to_v,
     to_x0,
@@ -36,6 +38,7 @@ from neural3d.diffusion.samplers import (
     ddpm_sample,
     dpmpp_2m_sample,
     sample,
+    sample_loop,
 )
 from neural3d.diffusion.schedules import (
     CosineSchedule,
@@ -49,9 +52,9 @@ from neural3d.diffusion.unet import UNet, drop_labels
 
 __all__ = [
     "ClassifierFreeGuidance", "ClassifierGuidance", "MeasurementGuidance",
-    "classifier_free_guidance", "threshold_x0", "convert", "diffusion_loss", "prediction_loss",
+    "classifier_free_guidance", "threshold_x0", "DiffusionObjective", "convert", "diffusion_loss",
     "to_eps", "to_v", "to_x0", "Denoiser", "ddim_invert", "ddim_sample", "ddpm_sample",
-    "dpmpp_2m_sample", "sample", "CosineSchedule", "DiscreteSchedule", "LinearSchedule",
-    "NoiseSchedule", "ShiftedSchedule", "make_schedule", "UNet", "drop_labels", "DiT", "FDM",
-    "MatryoshkaDiffusion", "NestedUNet",
+    "dpmpp_2m_sample", "sample", "sample_loop", "CosineSchedule", "DiscreteSchedule",
+    "LinearSchedule", "NoiseSchedule", "ShiftedSchedule", "make_schedule", "UNet", "drop_labels",
+    "DiT", "FDM", "MatryoshkaDiffusion", "NestedUNet",
 ]

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from neural3d.diffusion.guidance import classifier_free_guidance, threshold_x0
-from neural3d.diffusion.parameterization import loss_weight
+from neural3d.diffusion.parameterization import DiffusionObjective
 from neural3d.diffusion.schedules import NoiseSchedule, ShiftedSchedule
 
 
@@ -162,6 +162,7 @@ class FDM:
         b = x0.shape[0]
         ts = (1e-4 + (1 - 1e-4) * torch.rand(b, generator=generator)).tolist()
         stages = [self.stage_of(t) for t in ts]
+        objective = DiffusionObjective(self.base, "x0", self.weighting, self.gamma)
         total, parts, n = x0.new_zeros(()), {}, 0
         for k in sorted(set(stages)):
             idx = [i for i, s in enumerate(stages) if s == k]
@@ -179,7 +180,7 @@ class FDM:
             sub = {key: (v[sel] if isinstance(v, torch.Tensor) else v) for key, v in cond.items()}
             pred = model(z, tt, **sub)
             snr = (torch.tensor(a_l) ** 2 / torch.tensor(s_l) ** 2).to(x0)
-            w = loss_weight(snr, "x0", self.weighting, self.gamma)
+            w = objective.weights(snr)
             mse = (pred - xk).pow(2).flatten(1).mean(1)
             total = total + (w * mse).sum()
             parts[f"loss_stage{k}"] = mse.mean().detach()

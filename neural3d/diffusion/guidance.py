@@ -13,10 +13,12 @@ Conventions (kept everywhere in neural3d):
   NerfDiff's ``|I - I_nerf|^2 / 2``). Two modes:
 
   * ``wrt="x0"`` (default, no backprop through the network): ``g = grad_{x0_hat} loss`` and
-    ``eps <- eps + scale * (sigma_t / alpha_t) * g`` (``snr_weighted=True``). With
-    ``loss = |x0 - I_nerf|^2 / 2`` this is exactly NerfDiff's NGD update
-    ``eps <- eps + gamma * sigma_t / alpha_t * (I - I_nerf)``; it moves x0_hat by
-    ``-scale * g / snr``, i.e. very far at low SNR, so use a small scale or ``t_max``.
+    ``eps <- eps + scale * (sigma_t / alpha_t) * g`` (``snr_weighted=True``). Since
+    ``x0_hat = (x_t - sigma eps) / alpha``, this moves x0_hat by ``-scale * g / snr``: a
+    gradient step whose size grows as ``1 / snr``, i.e. very far at low SNR, so use a small
+    scale or ``t_max``. It is *not* NerfDiff's NGD, which is the bounded blend
+    ``x0_hat <- (1 - gamma) x0_CDM + gamma x_NeRF`` (``gamma`` in ``[0, 1]``); with
+    ``loss = |x0 - x_NeRF|^2 / 2`` that blend is ``snr_weighted=False`` with ``scale = gamma``.
     ``snr_weighted=False`` takes a plain gradient step ``x0_hat <- x0_hat - scale * g``
     (``eps <- eps + scale * alpha_t / sigma_t * g``), bounded at every noise level.
   * ``wrt="xt"`` (DPS, Chung et al. 2023): ``g = grad_{x_t} loss(x0_hat(x_t))`` through the

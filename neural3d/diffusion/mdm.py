@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neural3d.diffusion.guidance import classifier_free_guidance
-from neural3d.diffusion.parameterization import prediction_loss
+from neural3d.diffusion.parameterization import DiffusionObjective
 from neural3d.diffusion.samplers import sample as run_sampler
 from neural3d.diffusion.schedules import NoiseSchedule, ShiftedSchedule
 from neural3d.diffusion.unet import (
@@ -227,10 +227,11 @@ class MatryoshkaDiffusion(nn.Module):
             coeffs.append((a, s))
             noises.append(eps)
         preds = self.net(xs, t, y=y, levels=levels)
+        objective = DiffusionObjective(self.base, self.kind, self.weighting, self.gamma)
         total, parts = x0.new_zeros(()), {}
         for r, w, p, tgt, eps, (a, s) in zip(res, weights, preds, targets, noises, coeffs,
                                              strict=True):
-            lr = prediction_loss(p, tgt, eps, a, s, self.kind, self.weighting, self.gamma)
+            lr = objective.prediction_loss(p, tgt, eps, a, s)
             parts[f"loss_{r}"] = lr.detach()
             total = total + w * lr
         return total, parts

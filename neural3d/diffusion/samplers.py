@@ -1,16 +1,23 @@
-"""Samplers for any denoiser callable ``model(x_t, t, **cond)``.
+"""Samplers for any denoiser callable ``model(x_t, t, **cond)``: one loop, per-sampler steps.
 
-All samplers share one time grid convention: ``steps`` model evaluations at the descending times
-of ``schedule.timesteps(steps, spacing)`` and a final transition to clean data (``t = 0``,
-``alpha = 1``, ``sigma = 0``). ``t`` reaches the model as a float tensor ``[B]`` in ``[0, 1]``.
+Conventions: ``t`` in ``[0, 1]`` (``t = 0`` clean), ``x_t = alpha_t x0 + sigma_t eps`` with
+``alpha^2 + sigma^2 = 1``; ``t`` reaches the model as a float tensor ``[B]``.
 
-- :func:`ddpm_sample`: ancestral sampling with the exact Gaussian posterior
+As in diffusers (``scheduler.step`` + the pipeline's loop), :func:`sample_loop` is the only
+sampling loop: ``steps`` model evaluations at the descending times of
+``schedule.timesteps(steps, spacing)``, each followed by one step from ``t`` to the next grid time
+``s``, and a final transition to clean data (``t = 0``, ``alpha = 1``, ``sigma = 0``) that returns
+the last ``x0_hat``. A step function maps ``(x_t, x0_hat, eps_hat, (alpha_t, sigma_t),
+(alpha_s, sigma_s), state) -> (x_s, state)``; ``state`` carries a multistep solver's history:
+
+- :func:`ddpm_step`: ancestral sampling with the exact Gaussian posterior
   ``q(x_s | x_t, x0_hat)`` between any two grid times (so DDPM with fewer than ``N`` steps works).
-- :func:`ddim_sample`: DDIM with ``eta >= 0`` (``eta = 0`` deterministic; ``eta = 1`` is the same
+- :func:`ddim_step`: DDIM with ``eta >= 0`` (``eta = 0`` deterministic; ``eta = 1`` is the same
   distribution as DDPM ancestral). :func:`ddim_invert` runs the deterministic ODE backwards.
-- :func:`dpmpp_2m_sample`: DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep solver of
+- :func:`dpmpp_2m_step`: DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep solver of
   the probability-flow ODE in data-prediction form; the last step is first order.
 
+:func:`ddpm_sample`, :func:`ddim_sample` and :func:`dpmpp_2m_sample` bind a step to the loop;
 ``sample(...)`` dispatches on a name (``ddpm``, ``ddim``, ``dpmpp2m``/``ode``).
 
 Coefficients ``alpha, sigma`` come from ``schedule.alpha_sigma(t)`` for a scalar ``t``; a
@@ -20,12 +27,18 @@ Matryoshka Diffusion does), and every update here is element-wise, so that works
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 
 from neural3d.diffusion.guidance import threshold_x0
 from neural3d.diffusion.parameterization import to_eps, to_x0
+
+Coeffs = tuple[torch.Tensor, torch.Tensor]
+#: ``step(x_t, x0_hat, eps_hat, (alpha_t, sigma_t), (alpha_s, sigma_s), state) -> (x_s, state)``
+StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Coeffs, Coeffs, object],
+                  tuple[torch.Tensor, object]]
 
 
 class Denoiser:
@@ -39,7 +52,8 @@ class Denoiser:
     def __init__(self, model: Callable, schedule, parameterization: str = "eps",
                  model_kwargs: dict | None = None, guidance: list | None = None,
                  thresholding: str | None = None, clip: float = 1.0):
-        self.model, self.schedule, self.kind = model, schedule, parameterization
+        self.model, self.schedule = model, schedule
+        self.parameterization = parameterization
         self.kwargs = model_kwargs or {}
         self.guidance = [g for g in (guidance or []) if g is not None]
         self.thresholding, self.clip = thresholding, clip
@@ -60,8 +74,8 @@ class Denoiser:
         with torch.set_grad_enabled(need_graph):
             x_in = x.detach().requires_grad_(True) if need_graph else x
             pred = self.model(x_in, tt, **self.kwargs)
-            x0 = to_x0(pred, self.kind, x_in, alpha, sigma)
-            eps = to_eps(pred, self.kind, x_in, alpha, sigma)
+            x0 = to_x0(pred, self.parameterization, x_in, alpha, sigma)
+            eps = to_eps(pred, self.parameterization, x_in, alpha, sigma)
             for g in self.guidance:
                 eps = g.apply(x_in, tt, x0, eps, alpha, sigma, self.kwargs)
                 x0 = (x_in - sigma * eps) / alpha
@@ -72,8 +86,11 @@ class Denoiser:
         return x0, eps
 
 
-def _grid(schedule, steps: int, spacing: str) -> list[tuple[float, float]]:
-    ts = schedule.timesteps(steps, spacing).tolist()
+
+
+def _pairs(times) -> list[tuple[float, float]]:
+    """Descending times -> ``(t, s)`` steps, the last one to ``s = 0``."""
+    ts = torch.as_tensor(times, dtype=torch.float64).tolist()
     return list(zip(ts, ts[1:] + [0.0], strict=True))
 
 
@@ -103,6 +120,76 @@ def _init(x_T, shape, generator, device, dtype):
     return _noise(shape, generator, device, dtype)
 
 
+# ---------------------------------------------------------------------------- steps
+def ddim_step(x: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, coeffs_t: Coeffs,
+              coeffs_s: Coeffs, state=None, *, eta: float = 0.0,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:
+    """DDIM (Song et al. 2021): ``x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z`` with
+    ``c = eta * sigma_s / sigma_t * sqrt(1 - alpha_t^2 sigma_s^2 / (alpha_s^2 sigma_t^2))``
+    (``z`` drawn from ``generator`` only if ``eta > 0``)."""
+    (a_t, s_t), (a_s, s_s) = coeffs_t, coeffs_s
+    var_ts = (1 - (a_t / a_s) ** 2).clamp(min=0)  # sigma_{t|s}^2 in VP
+    c = eta * s_s / s_t * var_ts.sqrt()
+    x = a_s * x0 + (s_s ** 2 - c ** 2).clamp(min=0).sqrt() * eps
+    if eta > 0:
+        x = x + c * _noise(x.shape, generator, x.device, x.dtype)
+    return x, None
+
+
+def ddpm_step(x: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, coeffs_t: Coeffs,
+              coeffs_s: Coeffs, state=None, *,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:
+    """Ancestral step from the posterior ``q(x_s | x_t, x0_hat)``: mean
+    ``alpha_{t|s} sigma_s^2 / sigma_t^2 x_t + alpha_s sigma_{t|s}^2 / sigma_t^2 x0``, variance
+    ``sigma_{t|s}^2 sigma_s^2 / sigma_t^2`` (``alpha_{t|s} = alpha_t / alpha_s``,
+    ``sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2``). ``eps`` is unused."""
+    (a_t, s_t), (a_s, s_s) = coeffs_t, coeffs_s
+    a_ts = a_t / a_s
+    var_ts = (s_t ** 2 - a_ts ** 2 * s_s ** 2).clamp(min=0)
+    mean = (a_ts * s_s ** 2 / s_t ** 2) * x + (a_s * var_ts / s_t ** 2) * x0
+    std = (var_ts * s_s ** 2 / s_t ** 2).sqrt()
+    return mean + std * _noise(x.shape, generator, x.device, x.dtype), None
+
+
+def dpmpp_2m_step(x: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, coeffs_t: Coeffs,
+                  coeffs_s: Coeffs, state: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+    """DPM-Solver++(2M): with ``lambda = log(alpha / sigma)`` and ``h = lambda_s - lambda_t``,
+    ``x_s = sigma_s / sigma_t x_t - alpha_s (e^{-h} - 1) D`` where ``D = x0_hat`` on the first
+    step (``state`` None) or ``D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_prev`` with
+    ``r = h_prev / h``; the new state is ``(x0_hat, h)``. ``eps`` is unused."""
+    (a_t, s_t), (a_s, s_s) = coeffs_t, coeffs_s
+    h = torch.log(a_s / s_s) - torch.log(a_t / s_t)
+    if state is None:
+        d = x0
+    else:
+        x0_prev, h_prev = state
+        r = h_prev / h
+        d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+    return (s_s / s_t) * x - a_s * torch.expm1(-h) * d, (x0, h)
+
+
+# ---------------------------------------------------------------------------- the loop
+def sample_loop(denoiser: Denoiser, x_T: torch.Tensor, grid: Sequence[float] | torch.Tensor,
+                step_fn: StepFn, *, progress: bool = False, desc: str = "sampling",
+                callback: Callable | None = None) -> torch.Tensor:
+    """Run ``step_fn`` from ``x_T`` over the descending times ``grid`` (e.g.
+    ``schedule.timesteps(steps, spacing)``, one model call per time): at each ``t``,
+    ``x0_hat, eps_hat = denoiser(x, t)``, then ``x <- step_fn(...)`` to the next time ``s``, or
+    ``x <- x0_hat`` when ``s = 0`` (the final transition, the same for every sampler).
+    ``callback(t, x, x0_hat)`` is called after every step. Returns the clean sample."""
+    x, state = x_T, None
+    for t, s in _progress(_pairs(grid), progress, desc):
+        x0, eps = denoiser(x, t)
+        if s <= 0:
+            x = x0
+        else:
+            x, state = step_fn(x, x0, eps, denoiser.coeffs(t, x), denoiser.coeffs(s, x), state)
+        if callback is not None:
+            callback(t, x, x0)
+    return x
+
+
+# ---------------------------------------------------------------------------- samplers
 def ddim_sample(model, shape=None, schedule=None, *, steps: int = 50, eta: float = 0.0,
                 parameterization: str = "eps", model_kwargs: dict | None = None,
                 guidance: list | None = None, thresholding: str | None = None,
@@ -110,27 +197,14 @@ def ddim_sample(model, shape=None, schedule=None, *, steps: int = 50, eta: float
                 generator: torch.Generator | None = None, device=None,
                 dtype=torch.float32, progress: bool = False,
                 callback: Callable | None = None) -> torch.Tensor:
-    """DDIM (Song et al. 2021): ``x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z`` with
-    ``c = eta * sigma_s / sigma_t * sqrt(1 - alpha_t^2 sigma_s^2 / (alpha_s^2 sigma_t^2))``."""
+    """DDIM with ``eta`` (:func:`ddim_step`) over ``steps`` model calls."""
     if eta < 0:
         raise ValueError("eta must be >= 0")
     den = _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding)
     x = _init(x_T, shape, generator, device, dtype)
-    for t, s in _progress(_grid(den.schedule, steps, spacing), progress, f"DDIM-{steps}"):
-        x0, eps = den(x, t)
-        if s <= 0:
-            x = x0
-        else:
-            a_t, s_t = den.coeffs(t, x)
-            a_s, s_s = den.coeffs(s, x)
-            var_ts = (1 - (a_t / a_s) ** 2).clamp(min=0)  # sigma_{t|s}^2 in VP
-            c = eta * s_s / s_t * var_ts.sqrt()
-            x = a_s * x0 + (s_s ** 2 - c ** 2).clamp(min=0).sqrt() * eps
-            if eta > 0:
-                x = x + c * _noise(x.shape, generator, x.device, x.dtype)
-        if callback is not None:
-            callback(t, x, x0)
-    return x
+    return sample_loop(den, x, den.schedule.timesteps(steps, spacing),
+                       partial(ddim_step, eta=eta, generator=generator), progress=progress,
+                       desc=f"DDIM-{steps}", callback=callback)
 
 
 def ddpm_sample(model, shape=None, schedule=None, *, steps: int | None = None,
@@ -140,27 +214,14 @@ def ddpm_sample(model, shape=None, schedule=None, *, steps: int | None = None,
                 generator: torch.Generator | None = None, device=None,
                 dtype=torch.float32, progress: bool = False,
                 callback: Callable | None = None) -> torch.Tensor:
-    """DDPM ancestral sampling with the posterior ``q(x_s | x_t, x0_hat)``:
-    mean ``alpha_{t|s} sigma_s^2 / sigma_t^2 x_t + alpha_s sigma_{t|s}^2 / sigma_t^2 x0``, variance
-    ``sigma_{t|s}^2 sigma_s^2 / sigma_t^2``. ``steps`` defaults to the schedule's ``N`` (1000)."""
+    """DDPM ancestral sampling (:func:`ddpm_step`). ``steps`` defaults to the schedule's ``N``
+    (1000)."""
     den = _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding)
     steps = steps or den.schedule.num_steps or 1000
     x = _init(x_T, shape, generator, device, dtype)
-    for t, s in _progress(_grid(den.schedule, steps, spacing), progress, f"DDPM-{steps}"):
-        x0, _ = den(x, t)
-        if s <= 0:
-            x = x0
-        else:
-            a_t, s_t = den.coeffs(t, x)
-            a_s, s_s = den.coeffs(s, x)
-            a_ts = a_t / a_s
-            var_ts = (s_t ** 2 - a_ts ** 2 * s_s ** 2).clamp(min=0)
-            mean = (a_ts * s_s ** 2 / s_t ** 2) * x + (a_s * var_ts / s_t ** 2) * x0
-            std = (var_ts * s_s ** 2 / s_t ** 2).sqrt()
-            x = mean + std * _noise(x.shape, generator, x.device, x.dtype)
-        if callback is not None:
-            callback(t, x, x0)
-    return x
+    return sample_loop(den, x, den.schedule.timesteps(steps, spacing),
+                       partial(ddpm_step, generator=generator), progress=progress,
+                       desc=f"DDPM-{steps}", callback=callback)
 
 
 def dpmpp_2m_sample(model, shape=None, schedule=None, *, steps: int = 20,
@@ -170,10 +231,7 @@ def dpmpp_2m_sample(model, shape=None, schedule=None, *, steps: int = 20,
                     generator: torch.Generator | None = None, device=None,
                     dtype=torch.float32, progress: bool = False,
                     callback: Callable | None = None) -> torch.Tensor:
-    """DPM-Solver++(2M): with ``lambda = log(alpha / sigma)`` and ``h = lambda_s - lambda_t``,
-    ``x_s = sigma_s / sigma_t x_t - alpha_s (e^{-h} - 1) D`` where ``D = x0_hat`` (first step and
-    the final step to ``t = 0``) or ``D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_prev`` with
-    ``r = h_prev / h``.
+    """DPM-Solver++(2M) (:func:`dpmpp_2m_step`), deterministic.
 
     ``spacing`` defaults to uniform in ``t``: on the toy 32x32 U-Net (v, cosine, 1000 steps, 200
     samples) 20 steps gave FID 105.1 uniform, 113.7 karras and 127.6 logsnr, against 107.0 for
@@ -182,25 +240,8 @@ def dpmpp_2m_sample(model, shape=None, schedule=None, *, steps: int = 20,
     model's samples were worse with it."""
     den = _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding)
     x = _init(x_T, shape, generator, device, dtype)
-    x0_prev, h_prev = None, None
-    for t, s in _progress(_grid(den.schedule, steps, spacing), progress, f"DPM++2M-{steps}"):
-        x0, _ = den(x, t)
-        if s <= 0:
-            x = x0
-        else:
-            a_t, s_t = den.coeffs(t, x)
-            a_s, s_s = den.coeffs(s, x)
-            h = torch.log(a_s / s_s) - torch.log(a_t / s_t)
-            if x0_prev is None:
-                d = x0
-            else:
-                r = h_prev / h
-                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-            x = (s_s / s_t) * x - a_s * torch.expm1(-h) * d
-            x0_prev, h_prev = x0, h
-        if callback is not None:
-            callback(t, x, x0)
-    return x
+    return sample_loop(den, x, den.schedule.timesteps(steps, spacing), dpmpp_2m_step,
+                       progress=progress, desc=f"DPM++2M-{steps}", callback=callback)
 
 
 @torch.no_grad()
@@ -215,7 +256,7 @@ def ddim_invert(model, x0: torch.Tensor, schedule=None, *, steps: int = 50,
     iterations (each one model call) which make the inversion exact up to solver tolerance."""
     den = _make_denoiser(model, schedule, parameterization, model_kwargs, None, None)
     x = x0.clone()
-    for t, s in _progress(list(reversed(_grid(den.schedule, steps, spacing))), progress,
+    for t, s in _progress(list(reversed(_pairs(den.schedule.timesteps(steps, spacing)))), progress,
                           "DDIM-inversion"):
         a_t, s_t = den.coeffs(t, x)
         a_s, s_s = den.coeffs(s, x)

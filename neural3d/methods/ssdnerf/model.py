@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from neural3d.diffusion import make_schedule
-from neural3d.diffusion.parameterization import target as diffusion_target
+from neural3d.diffusion.parameterization import DiffusionObjective
 from neural3d.diffusion.unet import UNet
 from neural3d.fields.triplane import TriplaneField
 from neural3d.methods.ssdnerf.config import SSDNeRFConfig
@@ -84,24 +84,13 @@ class SSDNeRFModel(nn.Module):
 
     def diffusion_loss(self, latents: torch.Tensor, generator: torch.Generator | None = None,
                        reduce: bool = True) -> torch.Tensor:
-        """Denoising loss of ``latents`` with SSDNeRF's weighting: uniform ``t``; the native
-        (v) MSE rescaled so that the x0-space weight is ``snr ** omega``. Its gradient flows
-        into ``latents`` unless the caller detaches them."""
-        x0 = self.to_image(latents)
-        B = x0.shape[0]
-        t = self.schedule.sample_t(B, generator=generator)
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
-        alpha, sigma = self.schedule.alpha_sigma(t.double())
-        snr = (alpha ** 2 / sigma ** 2).float().to(x0.device)
-        a = alpha.float().to(x0.device).view(-1, 1, 1, 1)
-        s = sigma.float().to(x0.device).view(-1, 1, 1, 1)
-        x_t = a * x0 + s * noise
-        pred = self.unet(x_t, t.to(x0.device, torch.float32))
-        tgt = diffusion_target(self.kind, x0, noise, a, s)
-        mse = (pred - tgt).pow(2).flatten(1).mean(1)
-        native = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1}[self.kind]
-        per = mse * snr.pow(self.snr_power) / native
-        return per.mean() if reduce else per
+        """Denoising loss of ``latents`` with SSDNeRF's weighting (the shared
+        :class:`~neural3d.diffusion.parameterization.DiffusionObjective`, ``weighting="snr_pow"``):
+        ``t`` from the schedule, the native MSE rescaled so that the x0-space weight is
+        ``snr ** omega``. Its gradient flows into ``latents`` unless the caller detaches them."""
+        objective = DiffusionObjective(self.schedule, self.kind, "snr_pow",
+                                       snr_power=self.snr_power)
+        return objective.loss(self.unet, self.to_image(latents), generator, reduce=reduce)
 
     def forward(self, latents: torch.Tensor, origins: torch.Tensor | None, dirs: torch.Tensor |
                 None, target: torch.Tensor | None, diffusion_input: torch.Tensor | None,
