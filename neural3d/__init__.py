@@ -11,10 +11,10 @@ Layers, lowest first (a layer never imports a higher one):
 __version__ = "0.1.0"
 
 
-def load(path, device="cpu", ema="auto"):
+def load(path, device="cpu", ema="auto", method=None):
     """The registered method of checkpoint ``path``, ready for inference
     (:func:`neural3d.methods.registry.load`; imported on first use so ``import neural3d`` stays
     light)."""
     from neural3d.methods.registry import load as load_method
 
-    return load_method(path, device, ema)
+    return load_method(path, device, ema, method)

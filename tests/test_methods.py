@@ -77,7 +77,7 @@ def toy_data(tmp_path_factory):
     from neural3d.data.toy import write_toy_dataset
 
     root = tmp_path_factory.mktemp("toy")
-    write_toy_dataset(root, "cars", objects=1, views=2, test_views=4, res=8, seed=0,
+    write_toy_dataset(root, "cars", objects=1, views=2, test_views=4, res=16, seed=0,
                       test_objects=2, progress=False)
     return root
 

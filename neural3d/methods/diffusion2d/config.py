@@ -53,8 +53,9 @@ class DiffusionConfig:
     num_steps: int = 0                  # 0 = continuous time, N = discrete table of N steps
     shift: float = 1.0                  # resolution shift (snr / shift^2)
     parameterization: str = "v"         # eps | x0 | v   (f-DM always predicts x0)
-    weighting: str = "native"           # native | eps | v | x0 | min_snr
+    weighting: str = "native"           # native | eps | v | x0 | min_snr | snr_pow (x0-space)
     min_snr_gamma: float = 5.0
+    snr_power: float = 0.5              # the omega of "snr_pow" (SSDNeRF's snr ** omega)
     cond_drop: float = 0.1              # label dropout to the null label (CFG training)
 
 

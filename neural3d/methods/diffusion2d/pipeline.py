@@ -17,7 +17,7 @@ from neural3d.diffusion.dit import DiT
 from neural3d.diffusion.fdm import FDM
 from neural3d.diffusion.guidance import classifier_free_guidance
 from neural3d.diffusion.mdm import MatryoshkaDiffusion, NestedUNet, active_levels
-from neural3d.diffusion.parameterization import diffusion_loss
+from neural3d.diffusion.parameterization import DiffusionObjective
 from neural3d.diffusion.samplers import sample as run_sampler
 from neural3d.diffusion.schedules import make_schedule
 from neural3d.diffusion.unet import UNet, drop_labels
@@ -38,6 +38,8 @@ class DiffusionPipeline(nn.Module):
         self.num_classes = len(exp.data.categories) if num_classes is None else num_classes
         self.res, self.in_channels = exp.data.res, in_channels
         self.schedule = make_schedule(d.schedule, d.num_steps, d.shift)
+        self.objective = DiffusionObjective(self.schedule, d.parameterization, d.weighting,
+                                            d.min_snr_gamma, d.snr_power)
         unet_kw = dict(channels=m.channels, channel_mult=tuple(m.channel_mult),
                        num_res_blocks=m.num_res_blocks,
                        attention_resolutions=tuple(m.attention_resolutions), dropout=m.dropout)
@@ -74,8 +76,7 @@ class DiffusionPipeline(nn.Module):
             return self.mdm.loss(x0, y=y, levels=levels, generator=generator)
         if self.architecture == "fdm":
             return self.fdm.loss(self.net, x0, generator=generator, y=y)
-        loss = diffusion_loss(self.net, x0, self.schedule, d.parameterization, d.weighting,
-                              d.min_snr_gamma, generator=generator, y=y)
+        loss = self.objective.loss(self.net, x0, generator=generator, y=y)
         return loss, {}
 
     @torch.no_grad()
