@@ -159,3 +159,27 @@ def test_backward_step_clips_its_own_parameters(tmp_path):
         auto.backward_step(a(torch.ones(1, 1)).sum())
     with pytest.raises(AttributeError, match="single-model"):
         t.model  # noqa: B018
+
+
+def test_grad_scaler_path_in_manual_mode(tmp_path):
+    """The fp16 path (scale, unscale, clip, step, update per backward_step) exercised on the CPU:
+    power-of-two loss scaling is exact, so the losses equal those of the unscaled run, also with
+    two discriminator steps in one trainer step."""
+    def run(out, scaler):
+        trainer, step_fn = _gan(out, steps=6, ema={"G": 0.9})
+        if scaler:
+            trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+
+        def twice(step):
+            loss_d = F.softplus(trainer.modules["D"](trainer.modules["G"](
+                torch.randn(16, 2))).mean())
+            trainer.backward_step(loss_d, "D")  # an extra discriminator step
+            return step_fn(step)
+
+        return [h["loss"] for h in trainer.fit(twice)], trainer
+
+    plain, _ = run(tmp_path / "plain", False)
+    scaled, trainer = run(tmp_path / "scaled", True)
+    assert scaled == plain
+    assert trainer.scaler.get_scale() == 2.0**10  # no overflow, no growth yet
+    assert load_checkpoint(tmp_path / "scaled" / "checkpoints" / "last.pt")["scaler"] is not None

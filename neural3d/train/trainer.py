@@ -39,7 +39,7 @@ class TrainConfig:
     eval_every: int = 0          # calls eval_fn (images/scalars) every N steps; 0 = only at end
     ckpt_every: int = 500        # 0 = only at the end
     ema_decay: float = 0.0       # 0 = no EMA
-    grad_clip: float = 0.0       # max global grad norm; 0 = off
+    grad_clip: float = 0.0       # max grad norm (all optimisers; each one in manual mode); 0 = off
     amp: bool = True             # autocast on CUDA only (never on CPU)
     amp_dtype: str = "bf16"      # bf16 | fp16 (fp16 uses a GradScaler)
     progress: bool = True
