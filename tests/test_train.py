@@ -136,3 +136,29 @@ def test_tensorboard_logging(tmp_path):
           eval_fn=lambda s: {"img": torch.rand(4, 4, 3), "psnr": 21.0})
     t.close()
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_single_model_checkpoint_keys_and_format_1(tmp_path):
+    trainer, fn = _make(tmp_path / "a", 4)
+    trainer.fit(fn)
+    ckpt = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    assert ckpt["format"] == "neural3d-trainer-2"
+    # the format-1 keys other code reads are aliases, stored once
+    assert ckpt["model"] is ckpt["modules"]["model"] and ckpt["ema"] is ckpt["emas"]["model"]
+    assert set(ckpt["ema"]) == {"decay", "module"}
+    assert set(ckpt["optimizers"]) == {"main"} and set(ckpt["schedulers"]) == {"main"}
+    # a format-1 file (single model, "scheduler", no "modules"/"emas") still resumes
+    old = {k: v for k, v in ckpt.items() if k not in ("modules", "emas", "schedulers")}
+    old.update(format="neural3d-trainer-1", scheduler=ckpt["schedulers"]["main"])
+    torch.save(old, tmp_path / "old.pt")
+    again, _ = _make(tmp_path / "b", 4, resume=str(tmp_path / "old.pt"))
+    assert again.maybe_resume() and again.step == 4
+    for src, dst in ((trainer.module, again.module), (trainer.ema.module, again.ema.module)):
+        for a, b in zip(src.state_dict().values(), dst.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    assert again.schedulers["main"].state_dict() == trainer.schedulers["main"].state_dict()
+    assert again.optimizers["main"].state_dict()["state"][0]["step"] == 4
+    torch.save(dict(old, format="other-9"), tmp_path / "bad.pt")
+    bad, _ = _make(tmp_path / "c", 4, resume=str(tmp_path / "bad.pt"))
+    with pytest.raises(RuntimeError, match=r"bad\.pt.*unknown checkpoint format 'other-9'"):
+        bad.maybe_resume()

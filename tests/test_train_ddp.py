@@ -1,13 +1,16 @@
-"""Two CPU processes with gloo DDP equal one process with the combined batch."""
+"""Two CPU processes with gloo DDP equal one process with the combined batch (one model, and
+two named modules stepped in manual mode)."""
 
 import json
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from torch import nn
 
-from neural3d.train import TrainConfig, Trainer
+from neural3d.train import TrainConfig, Trainer, init_distributed
 
 STEPS, BATCH = 5, 8
 
@@ -36,16 +39,46 @@ def _run(out_dir, rank=0, world=1):
     return [h["loss"] for h in hist], [p.detach().clone() for p in model.parameters()]
 
 
-def _worker(rank, world, port, out_dir):
+def _run_gan(out_dir, rank=0, world=1):
+    """A GAN-shaped manual step: a D step on real and fake, then a G step through D."""
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
+    D = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+    opts = {"G": torch.optim.Adam(G.parameters(), 1e-2), "D": torch.optim.SGD(D.parameters(), 0.1)}
+    cfg = TrainConfig(steps=STEPS, seed=1, out_dir=str(out_dir), progress=False,
+                      tensorboard=False, ckpt_every=0, grad_clip=1.0)
+    trainer = Trainer({"G": G, "D": D}, opts, cfg, ema={"G": 0.9}, manual=True)
+    g = trainer.generator("data")
+
+    def step_fn(step):
+        real = (torch.randn(BATCH, 1, generator=g) + 1)[rank::world]
+        z = torch.randn(BATCH, 2, generator=g)[rank::world]
+        Gm, Dm = trainer.modules["G"], trainer.modules["D"]
+        fake = Gm(z)
+        loss_d = F.softplus(-Dm(real)).mean() + F.softplus(Dm(fake.detach())).mean()
+        trainer.backward_step(loss_d, "D")
+        loss_g = F.softplus(-Dm(fake)).mean()
+        trainer.backward_step(loss_g, "G")
+        return {"loss": (loss_d + loss_g).detach()}
+
+    hist = trainer.fit(step_fn)
+    mods = (G, D, trainer.emas["G"].module)
+    return [h["loss"] for h in hist], [p.detach().clone() for m in mods for p in m.parameters()]
+
+
+def _worker(rank, world, port, out_dir, which):
     import os
 
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    info = init_distributed("gloo")
+    assert info.started and (info.rank, info.world_size, info.local_rank) == (rank, world, rank)
+    assert not init_distributed().started  # a second call leaves the group alone
     try:
-        losses, params = _run(out_dir, rank, world)
+        losses, params = (_run_gan if which == "gan" else _run)(out_dir, rank, world)
         if rank == 0:
             with open(os.path.join(out_dir, "ddp.json"), "w") as f:
                 json.dump({"losses": losses, "params": [p.tolist() for p in params]}, f)
@@ -53,11 +86,12 @@ def _worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
-def test_ddp_two_gloo_processes_match_single_process(tmp_path):
-    single_losses, single_params = _run(tmp_path / "single")
+@pytest.mark.parametrize("which", ["model", "gan"])
+def test_ddp_two_gloo_processes_match_single_process(tmp_path, which):
+    single_losses, single_params = (_run_gan if which == "gan" else _run)(tmp_path / "single")
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(out), which), nprocs=2, join=True)
     res = json.loads((out / "ddp.json").read_text())
     assert torch.allclose(torch.tensor(res["losses"]), torch.tensor(single_losses), atol=1e-6)
     for p, q in zip(res["params"], single_params, strict=True):

@@ -39,7 +39,7 @@ class TrainConfig:
     eval_every: int = 0          # calls eval_fn (images/scalars) every N steps; 0 = only at end
     ckpt_every: int = 500        # 0 = only at the end
     ema_decay: float = 0.0       # 0 = no EMA
-    grad_clip: float = 0.0       # max global grad norm; 0 = off
+    grad_clip: float = 0.0       # max grad norm (all optimisers; each one in manual mode); 0 = off
     amp: bool = True             # autocast on CUDA only (never on CPU)
     amp_dtype: str = "bf16"      # bf16 | fp16 (fp16 uses a GradScaler)
     progress: bool = True
@@ -63,41 +63,79 @@ def _to_float(v: Any) -> float:
     return float(v.detach().float().item()) if torch.is_tensor(v) else float(v)
 
 
-class Trainer:
-    """One loop for every method.
+MODEL = "model"  # the name of the single module of ``Trainer(model, ...)``
+FORMAT = "neural3d-trainer-2"
+_READABLE = ("neural3d-trainer-1", FORMAT)
 
-    Parameters: ``model`` (the ``nn.Module`` whose weights are trained, checkpointed and
-    EMA-averaged), ``optimizer`` (an optimiser, a dict of them, or None when ``step_fn`` steps
-    its own optimisers, e.g. a GAN), ``cfg`` (:class:`TrainConfig`), ``scheduler`` (optional LR
-    scheduler stepped after each optimiser step), ``record`` (the method's own config, stored in
-    ``run.json`` and in checkpoints), ``device``.
+
+def _named(value: Any, default: str, what: str) -> dict[str, Any]:
+    """``None`` -> ``{}``, a mapping -> a dict of it, anything else -> ``{default: value}``."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) and k for k in value):
+            raise ValueError(f"{what} names must be non-empty strings, got {list(value)}")
+        return dict(value)
+    return {default: value}
+
+
+def _params(opt: Any) -> list[torch.Tensor]:
+    return [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+
+
+class Trainer:
+    """One loop for every method (see :mod:`neural3d.train` for the usage).
+
+    Parameters:
+
+    - ``modules``: one ``nn.Module`` (named ``"model"``) or a mapping ``{name: nn.Module}``
+      (e.g. ``{"G": generator, "D": discriminator}``). Each is trained, checkpointed and, under
+      ``torchrun``, wrapped in its own DDP (modules without trainable parameters are not).
+    - ``optimizer``: one optimiser (named ``"main"``), a mapping ``{name: optimiser}``, or None
+      when ``step_fn`` steps optimisers the trainer does not own.
+    - ``cfg``: :class:`TrainConfig`.
+    - ``scheduler``: an LR scheduler or ``{optimiser name: scheduler}``; a single scheduler
+      belongs to the optimiser it wraps (``scheduler.optimizer``) or to the only optimiser.
+      A scheduler steps once per trainer step in which its optimiser stepped.
+    - ``record``: the method's own config (stored in ``run.json`` and in checkpoints).
+    - ``device``: defaults to the device of the first parameter.
+    - ``ema``: ``{module name: decay}``; by default ``{"model": cfg.ema_decay}`` when
+      ``cfg.ema_decay > 0`` (which therefore needs the single-model form).
+    - ``manual``: ``step_fn`` calls :meth:`backward_step` for each optimiser itself (GANs);
+      otherwise the trainer back-propagates ``step_fn``'s ``loss`` and steps every optimiser.
+
+    Attributes: ``modules[name]`` (DDP-wrapped under ``torchrun``: call these in ``step_fn``),
+    ``raw[name]`` (the unwrapped modules), ``emas[name]`` (:class:`EMA`), ``optimizers``,
+    ``schedulers``; for the single-model form ``model`` (= ``modules["model"]``), ``module``
+    (= ``raw["model"]``) and ``ema`` (= ``emas.get("model")``).
     """
 
-    def __init__(self, model: nn.Module, optimizer: Any, cfg: TrainConfig | None = None,
-                 scheduler: Any = None, record: Mapping[str, Any] | None = None,
-                 device: str | torch.device | None = None):
+    def __init__(self, modules: nn.Module | Mapping[str, nn.Module], optimizer: Any,
+                 cfg: TrainConfig | None = None, scheduler: Any = None,
+                 record: Mapping[str, Any] | None = None,
+                 device: str | torch.device | None = None, *,
+                 ema: Mapping[str, float] | None = None, manual: bool = False):
         self.cfg = cfg or TrainConfig()
+        self.raw: dict[str, nn.Module] = _named(modules, MODEL, "module")
+        if not self.raw or not all(isinstance(m, nn.Module) for m in self.raw.values()):
+            raise TypeError("modules must be an nn.Module or a non-empty {name: nn.Module}")
         self.device = torch.device(device) if device is not None else next(
-            (p.device for p in model.parameters()), torch.device("cpu"))
+            (p.device for m in self.raw.values() for p in m.parameters()), torch.device("cpu"))
         self.rank, self.world_size = world_info()
-        self.module = model
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model: nn.Module = DDP(model, device_ids=ids)
-        else:
-            self.model = model
-        if optimizer is None:
-            self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        elif isinstance(optimizer, Mapping):
-            self.optimizers = dict(optimizer)
-        else:
-            self.optimizers = {"main": optimizer}
-        self.manual = optimizer is None
-        self.scheduler = scheduler
+        self.modules: dict[str, nn.Module] = {k: self._wrap(m) for k, m in self.raw.items()}
+        self.optimizers: dict[str, Any] = _named(optimizer, "main", "optimizer")
+        self.manual = manual or optimizer is None
+        self.schedulers = self._bind_schedulers(scheduler)
         self.record = dict(record or {})
-        self.ema = EMA(model, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
+        if ema is None:
+            if self.cfg.ema_decay > 0 and MODEL not in self.raw:
+                raise ValueError(f"train.ema_decay is the EMA of the single model; this trainer "
+                                 f"holds {sorted(self.raw)}: pass ema={{name: decay}} instead")
+            ema = {MODEL: self.cfg.ema_decay} if self.cfg.ema_decay > 0 else {}
+        unknown = sorted(set(ema) - set(self.raw))
+        if unknown:
+            raise ValueError(f"ema names unknown modules {unknown} (modules: {sorted(self.raw)})")
+        self.emas: dict[str, EMA] = {k: EMA(self.raw[k], d) for k, d in ema.items()}
         self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
         self.amp_dtype = torch.float16 if self.cfg.amp_dtype == "fp16" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda") if (
@@ -110,9 +148,55 @@ class Trainer:
         self.out_dir = Path(self.cfg.out_dir)
         self.ckpt_path = self.out_dir / "checkpoints" / "last.pt"
         self.last_good: Path | None = None
+        self._stepped: set[str] = set()   # optimisers stepped during the current trainer step
         self._writer = None
         self._t0 = time.time()
         torch.manual_seed(self.cfg.seed)
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if self.world_size == 1 or not any(p.requires_grad for p in module.parameters()):
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _bind_schedulers(self, scheduler: Any) -> dict[str, Any]:
+        if scheduler is None or isinstance(scheduler, Mapping):
+            bound = dict(scheduler or {})
+            unknown = sorted(set(bound) - set(self.optimizers))
+            if unknown:
+                raise ValueError(f"schedulers name unknown optimisers {unknown} (optimisers: "
+                                 f"{sorted(self.optimizers)})")
+            return bound
+        owner = [k for k, o in self.optimizers.items()
+                 if o is getattr(scheduler, "optimizer", None)]
+        if not owner and len(self.optimizers) == 1:
+            owner = list(self.optimizers)
+        if len(owner) != 1:
+            raise ValueError("cannot tell which optimiser the scheduler belongs to: pass "
+                             "scheduler={optimiser name: scheduler}")
+        return {owner[0]: scheduler}
+
+    def _single(self, table: Mapping[str, Any], attr: str) -> Any:
+        if MODEL not in self.raw:
+            raise AttributeError(f"trainer.{attr} is for the single-model form; this trainer "
+                                 f"holds {sorted(self.raw)}: use the name")
+        return table.get(MODEL)
+
+    @property
+    def model(self) -> nn.Module:
+        """The single model as called in ``step_fn`` (DDP-wrapped under ``torchrun``)."""
+        return self._single(self.modules, "model")
+
+    @property
+    def module(self) -> nn.Module:
+        """The single model, unwrapped."""
+        return self._single(self.raw, "module")
+
+    @property
+    def ema(self) -> EMA | None:
+        """The EMA of the single model (None without one)."""
+        return self._single(self.emas, "ema")
 
     # ---------------------------------------------------------------- randomness
     def generator(self, name: str, per_rank: bool = False) -> torch.Generator:
@@ -135,13 +219,19 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint (layout ``neural3d-trainer-2``, see :mod:`neural3d.train`)."""
+        modules = {k: m.state_dict() for k, m in self.raw.items()}
+        emas = {k: e.state_dict() for k, e in self.emas.items()}
         return {
-            "format": "neural3d-trainer-1",
+            "format": FORMAT,
             "step": self.step,
-            "model": self.module.state_dict(),
+            "modules": modules,
+            # the single-model keys of format 1, aliases (stored once) that readers use
+            "model": modules.get(MODEL),
+            "ema": emas.get(MODEL),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "emas": emas,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "generators": {k: g.get_state() for k, g in self.generators.items()},
             "torch_rng": torch.get_rng_state(),
@@ -153,13 +243,34 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: Mapping[str, Any]) -> None:
-        self.module.load_state_dict(ckpt["model"])
+        """Restore a checkpoint of format ``neural3d-trainer-2`` or ``-1`` (single model)."""
+        fmt = ckpt.get("format", "neural3d-trainer-1")
+        if fmt not in _READABLE:
+            raise ValueError(f"unknown checkpoint format {fmt!r} (readable: {list(_READABLE)})")
+        if fmt == "neural3d-trainer-1":
+            modules = {MODEL: ckpt["model"]}
+            emas = {MODEL: ckpt["ema"]} if ckpt.get("ema") is not None else {}
+            old = ckpt.get("scheduler")
+            schedulers = {k: old for k in self.schedulers} if old is not None else {}
+        else:
+            modules, emas, schedulers = ckpt["modules"], ckpt["emas"], ckpt["schedulers"]
+
+        def need(table: Mapping[str, Any], name: str, what: str) -> Any:
+            if name not in table:
+                raise KeyError(f"the checkpoint has no {what} {name!r} (it has "
+                               f"{sorted(table)})")
+            return table[name]
+
+        for k, m in self.raw.items():
+            m.load_state_dict(need(modules, k, "module"))
         for k, o in self.optimizers.items():
-            o.load_state_dict(ckpt["optimizers"][k])
-        if self.scheduler is not None and ckpt.get("scheduler") is not None:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.ema is not None and ckpt.get("ema") is not None:
-            self.ema.load_state_dict(ckpt["ema"])
+            o.load_state_dict(need(ckpt["optimizers"], k, "optimiser"))
+        for k, s in self.schedulers.items():
+            if k in schedulers:
+                s.load_state_dict(schedulers[k])
+        for k, e in self.emas.items():
+            if k in emas:
+                e.load_state_dict(emas[k])
         if self.scaler is not None and ckpt.get("scaler") is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
         for k, state in ckpt.get("generators", {}).items():
@@ -192,8 +303,11 @@ class Trainer:
         path = self.ckpt_path if r == "auto" else Path(r)
         if r == "auto" and not path.is_file():
             return False
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
-        self.last_good = path
+        try:
+            self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        except (KeyError, ValueError) as exc:
+            raise RuntimeError(f"cannot resume from {path}: {exc}") from exc
+        self.last_good, self._last_good_step = path, self.step
         return True
 
     # ---------------------------------------------------------------- logging
@@ -248,7 +362,9 @@ class Trainer:
             vals = vals.cpu() / self.world_size
         return dict(zip(keys, vals.tolist(), strict=True))
 
-    def _nonfinite(self, loss: torch.Tensor, out: Mapping[str, Any], step: int) -> None:
+    def _nonfinite(self, loss: torch.Tensor, out: Mapping[str, Any], step: int,
+                   what: str = "loss") -> None:
+        """Raise :class:`NonFiniteLossError` (on every rank) when ``loss`` is NaN or inf."""
         bad = not bool(torch.isfinite(loss.detach()).all())
         if self.world_size > 1:
             flag = torch.tensor([float(bad)], device=self.device)
@@ -260,10 +376,79 @@ class Trainer:
             where = (f"the last good checkpoint is {self.last_good} (step "
                      f"{self._last_good_step})" if self.last_good else "no checkpoint was written "
                      "yet")
-            self._write_run_json("nonfinite", error=f"non-finite loss at step {step}")
+            self._write_run_json("nonfinite", error=f"non-finite {what} at step {step}")
             raise NonFiniteLossError(
-                f"non-finite loss at step {step}: {values}. Training stopped; {where}. Lower the "
-                "learning rate, enable grad_clip, or check the inputs of this step.")
+                f"non-finite {what} at step {step}: {values}. Training stopped; {where}. Lower "
+                "the learning rate, enable grad_clip, or check the inputs of this step.")
+
+    def _amp_off(self) -> contextlib.AbstractContextManager:
+        """Backward outside autocast (``step_fn`` runs inside it)."""
+        return (torch.autocast("cuda", enabled=False) if self.use_amp
+                else contextlib.nullcontext())
+
+    def backward_step(self, loss: torch.Tensor, name: str | None = None) -> torch.Tensor | None:
+        """Manual mode: one optimiser step on ``loss`` for the optimiser ``name``.
+
+        Checks ``loss`` (NaN/inf raises :class:`NonFiniteLossError`, all ranks together),
+        zeroes that optimiser's gradients, back-propagates outside autocast (scaled by the
+        GradScaler for fp16), clips the gradient norm of its parameters to ``cfg.grad_clip`` and
+        steps it (its scheduler steps once at the end of the trainer step, after which EMAs
+        update). Gradients that ``loss`` leaves on other optimisers' parameters are zeroed by
+        their own next ``backward_step``. Call it inside ``step_fn``, any number of times per
+        step (e.g. several discriminator steps). Returns the gradient norm before clipping
+        (None when ``cfg.grad_clip`` is 0).
+        """
+        if not self.manual:
+            raise RuntimeError("backward_step is for manual mode: build the Trainer with "
+                               "manual=True (otherwise it steps the optimisers itself)")
+        if name is None:
+            if len(self.optimizers) != 1:
+                raise ValueError(f"name the optimiser: one of {sorted(self.optimizers)}")
+            name = next(iter(self.optimizers))
+        if name not in self.optimizers:
+            raise KeyError(f"no optimiser {name!r} (optimisers: {sorted(self.optimizers)})")
+        opt = self.optimizers[name]
+        self._nonfinite(loss, {name: loss}, self.step, what=f"loss of optimiser {name!r}")
+        opt.zero_grad(set_to_none=True)
+        with self._amp_off():
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(opt)
+            else:
+                loss.backward()
+        norm = (torch.nn.utils.clip_grad_norm_(_params(opt), self.cfg.grad_clip)
+                if self.cfg.grad_clip > 0 else None)
+        if self.scaler is not None:
+            # the whole scale -> step cycle happens here, so updating per call is consistent
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        self._stepped.add(name)
+        return norm
+
+    def _auto_step(self, out: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Backward ``out["loss"]``, clip over all optimisers' parameters, step all."""
+        loss = out["loss"]  # step_fn's autocast region has ended
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            for o in self.optimizers.values():
+                self.scaler.unscale_(o)
+        else:
+            loss.backward()
+        if self.cfg.grad_clip > 0:
+            params = [p for o in self.optimizers.values() for p in _params(o)]
+            out = dict(out)
+            out["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        for o in self.optimizers.values():
+            if self.scaler is not None:
+                self.scaler.step(o)
+            else:
+                o.step()
+        if self.scaler is not None:
+            self.scaler.update()
+        self._stepped.update(self.optimizers)
+        return out
 
     _last_good_step: int = 0
 
@@ -274,9 +459,10 @@ class Trainer:
         """Run ``step_fn(step)`` from ``self.step`` to ``steps`` (default ``cfg.steps``).
 
         ``step_fn`` returns a dict of scalars that contains ``loss`` (and optionally ``psnr``);
-        unless the trainer was built with ``optimizer=None`` the trainer does backward, clipping,
-        the optimiser/scheduler step and EMA. ``eval_fn(step)`` may return scalars and images
-        (tensors ``[H,W,3]``) logged to TensorBoard. ``stop_fn(step)`` returning True ends
+        the trainer does backward, clipping and the optimiser steps (in manual mode ``step_fn``
+        does them through :meth:`backward_step`), then schedulers step and EMAs update.
+        ``eval_fn(step)`` may return scalars and images (tensors ``[H,W,3]``) logged to
+        TensorBoard. ``stop_fn(step)`` returning True ends
         training early after that step (e.g. a time budget); the checkpoint is then written as
         at the end. Returns the history of logged scalars.
         """
@@ -293,6 +479,7 @@ class Trainer:
         try:
             while self.step < total:
                 step = self.step
+                self._stepped = set()
                 for o in self.optimizers.values():
                     o.zero_grad(set_to_none=True)
                 ctx = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
@@ -301,32 +488,14 @@ class Trainer:
                     out = step_fn(step)
                 if "loss" not in out:
                     raise KeyError("step_fn must return a dict containing 'loss'")
-                loss = out["loss"]
-                self._nonfinite(loss, out, step)
+                self._nonfinite(out["loss"], out, step)
                 if not self.manual:
-                    if self.scaler is not None:
-                        self.scaler.scale(loss).backward()
-                        for o in self.optimizers.values():
-                            self.scaler.unscale_(o)
-                    else:
-                        loss.backward()
-                    if self.cfg.grad_clip > 0:
-                        params = [p for o in self.optimizers.values() for g in o.param_groups
-                                  for p in g["params"] if p.grad is not None]
-                        out = dict(out)
-                        out["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                            params, self.cfg.grad_clip)
-                    for o in self.optimizers.values():
-                        if self.scaler is not None:
-                            self.scaler.step(o)
-                        else:
-                            o.step()
-                    if self.scaler is not None:
-                        self.scaler.update()
-                    if self.scheduler is not None:
-                        self.scheduler.step()
-                if self.ema is not None:
-                    self.ema.update(self.module)
+                    out = self._auto_step(out)
+                for k, sched in self.schedulers.items():
+                    if k in self._stepped:
+                        sched.step()
+                for k, e in self.emas.items():
+                    e.update(self.raw[k])
                 scalars = self._reduce(out)
                 scalars["step"] = step
                 self.history.append(scalars)
