@@ -296,8 +296,8 @@ def test_ns_train_short_cpu_run_lowers_loss(toy_object, tmp_path):
            "--steps-per-eval-batch", "0", "--steps-per-eval-image", "0",
            "--steps-per-eval-all-images", "0", "--steps-per-save", "1000",
            "--pipeline.datamanager.train-num-rays-per-batch", "256",
-           "--pipeline.model.num-samples", "24", "--pipeline.model.triplane-resolution", "64",
-           "neural3d-srn"]
+           "--pipeline.model.num-samples", "24", "neural3d-srn",
+           "pipeline.model.field:triplane", "--pipeline.model.field.resolution", "64"]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400,
                          cwd=tmp_path)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])

@@ -32,7 +32,10 @@ from torch.optim import lr_scheduler  # noqa: E402
 
 from neural3d.fields import FieldConfig  # noqa: E402
 from neural3d.integrations.nerfstudio.dataparser import SRNDataParserConfig  # noqa: E402
-from neural3d.integrations.nerfstudio.model import Neural3DModelConfig  # noqa: E402
+from neural3d.integrations.nerfstudio.model import (  # noqa: E402
+    Neural3DModelConfig,
+    plugin_field_config,
+)
 
 DEFAULT_STEPS = 1500
 DEFAULT_RAYS = 4096
@@ -84,8 +87,7 @@ def make_trainer_config(field: str | FieldConfig = "triplane", method_name: str 
     """The ``TrainerConfig`` of a neural3d method (also handy for scripted runs). ``field``: a
     field config, or a kind name for that kind with the plugin's defaults."""
     if isinstance(field, str):
-        default = Neural3DModelConfig().field  # the triplane, with the plugin's TV weight
-        field = default if default.kind == field else FieldConfig.kind_class(field, "field")()
+        field = plugin_field_config(field)
     model = Neural3DModelConfig(field=field, **model_overrides)
     return TrainerConfig(
         method_name=method_name or f"neural3d-{field.kind}",

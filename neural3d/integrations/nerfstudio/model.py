@@ -19,34 +19,44 @@ which fails offline, and we never report LPIPS without the real weights.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from dataclasses import field as dataclass_field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from neural3d.integrations.nerfstudio import require_nerfstudio
 
 require_nerfstudio()
 
 import torch  # noqa: E402
+import tyro  # noqa: E402
 from nerfstudio.cameras.rays import RayBundle  # noqa: E402
 from nerfstudio.models.base_model import Model, ModelConfig  # noqa: E402
 from nerfstudio.utils import colormaps  # noqa: E402
 from torch.nn import Parameter  # noqa: E402
 
-from neural3d.fields import (  # noqa: E402
-    HashGridFieldConfig,
-    MLPFieldConfig,
-    TriplaneFieldConfig,
-    build_field,
-)
+from neural3d.fields import FIELD_CONFIGS, FieldConfig, build_field  # noqa: E402
 from neural3d.metrics.image import psnr as image_psnr  # noqa: E402
 from neural3d.metrics.image import psnr_from_mse, ssim  # noqa: E402
 from neural3d.render import RendererConfig, VolumeRenderer  # noqa: E402
 
 #: the field's parameter groups -> nerfstudio's optimiser groups (learning rates: methods.py)
 NS_GROUPS = {"networks": "fields", "tables": "planes"}
-#: the plugin's TV weight on triplanes (``neural3d fit`` uses 1e-2 with its own sampler)
-PLUGIN_TV_WEIGHT = 1e-4
+#: the plugin's field defaults by kind: ``neural3d fit``'s, except TV 1e-4 on triplanes (fit's
+#: 1e-2 was tuned with its occupancy-grid sampler)
+PLUGIN_FIELDS: dict[str, FieldConfig] = {kind: cls() for kind, cls in FIELD_CONFIGS.items()}
+PLUGIN_FIELDS["triplane"] = dataclasses.replace(PLUGIN_FIELDS["triplane"], tv_weight=1e-4)
+
+if TYPE_CHECKING:
+    FieldChoice = FieldConfig
+else:  # for nerfstudio's CLI (tyro): one subcommand per kind, pipeline.model.field:KIND
+    FieldChoice = tyro.extras.subcommand_type_from_defaults(PLUGIN_FIELDS)
+
+
+def plugin_field_config(kind: str) -> FieldConfig:
+    """A fresh copy of the plugin's defaults for field ``kind`` (unknown kinds: a
+    :class:`~neural3d.config.ConfigError` listing the kinds)."""
+    FieldConfig.kind_class(kind, "field")
+    return dataclasses.replace(PLUGIN_FIELDS[kind])
 
 
 @dataclass
@@ -57,10 +67,10 @@ class Neural3DModelConfig(ModelConfig):
     enable_collider: bool = False
     """Rays are bounded by the scene box (ray/AABB test); a collider's near/far, if enabled,
     further clips them."""
-    field: TriplaneFieldConfig | HashGridFieldConfig | MLPFieldConfig = dataclass_field(
-        default_factory=lambda: TriplaneFieldConfig(tv_weight=PLUGIN_TV_WEIGHT))
-    """The neural3d field and its settings (``neural3d fit``'s defaults; TV 1e-4 on
-    triplanes), with its regularisers (``tv_weight``)."""
+    field: FieldChoice = dataclasses.field(
+        default_factory=lambda: plugin_field_config("triplane"))
+    """The neural3d field (any kind of :mod:`neural3d.fields`) and its settings, regulariser
+    weights included; defaults: ``PLUGIN_FIELDS``."""
     # rendering
     num_samples: int = 64
     """Stratified samples per ray inside the scene box."""
