@@ -53,7 +53,7 @@ def step_breakdown(cfg, train, steps: int = 8) -> dict[str, float]:
     hull = visual_hull(train.images, train.cameras, bg, box, res=cfg.grid_res)
     step = float((box[3:] - box[:3]).norm()) / (cfg.samples_per_ray or int(
         min(max(1.5 * train.cameras.width, 96), 256)))
-    model = FitModel(cfg.field, cfg.field_kwargs, box, cfg.grid_res, hull, step)
+    model = FitModel(cfg.field, box, cfg.grid_res, hull, step)
     opt = torch.optim.Adam(_param_groups(model, cfg))
     o, d = train.cameras.pixel_rays()
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
@@ -101,6 +101,7 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
 
+    from neural3d.fields import FIELD_CONFIGS
     from neural3d.methods.fit import FitConfig, fit_object
 
     if args.threads:
@@ -115,7 +116,7 @@ def main() -> int:
           f"{torch.get_num_threads()}", flush=True)
     rows = []
     for name in [f for f in args.fields.split(",") if f]:
-        kw = {"field": name, "eval_every": args.eval_every, "turntable_frames": 0,
+        kw = {"field": FIELD_CONFIGS[name](), "eval_every": args.eval_every, "turntable_frames": 0,
               "eval_views_max": 16}
         if args.steps:
             kw["steps"] = args.steps

@@ -4,6 +4,18 @@ A config is a (possibly nested) ``@dataclass``. ``load_config(Cls, path, overrid
 YAML file, applies overrides such as ``["train.steps=200", "field.kind=mlp"]`` and returns a
 validated instance. Unknown keys are errors that name the nearest valid key, so a typo in a YAML
 file or on the command line never passes silently.
+
+**Tagged unions.** A section annotated with a :class:`TaggedConfig` family (e.g. the field
+configs of :mod:`neural3d.fields`) holds one of the family's kinds, told apart by a ``kind`` key::
+
+    field: {kind: hashgrid, n_levels: 8}   # that kind, keys over its defaults
+    field: hashgrid                        # short form: that kind with its defaults
+    field: {resolution: 96}                # no kind: the current kind (the default's)
+
+and on the command line ``field.kind=hashgrid`` / ``field=hashgrid`` (a different kind starts
+again from that kind's defaults; the same kind keeps the values) and ``field.resolution=64``.
+Keys are checked against the chosen kind; an unknown kind is an error listing the kinds.
+:func:`to_dict` writes ``kind`` as the first key of such a section.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -22,6 +34,75 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that does not fit its dataclass."""
+
+
+class TaggedConfig:
+    """Base of a tagged union of configs: a family of dataclasses told apart by ``kind``.
+
+    A family is a subclass that declares its own registry, ``kinds: ClassVar[dict[str, type]] =
+    {}``; each member is a ``@dataclass`` subclass of it with ``kind: ClassVar[str] = "name"``,
+    added with ``Family.register(Member)``. A dataclass field annotated with the family (or one
+    member) then takes any registered kind (syntax in the module docstring). The mechanism knows
+    nothing about what the configs build.
+    """
+
+    kind: ClassVar[str] = ""
+    kinds: ClassVar[dict[str, type[TaggedConfig]]]
+
+    @classmethod
+    def register(cls, member: type[T]) -> type[T]:
+        """Add ``member`` (a dataclass subclass with its ``kind`` set) to the family of ``cls``;
+        returns it, so it also works as a class decorator."""
+        if "kinds" not in vars(cls) or cls is TaggedConfig:
+            raise TypeError(f"{cls.__name__} declares no 'kinds' registry: not a config family")
+        if not (isinstance(member, type) and issubclass(member, cls)
+                and dataclasses.is_dataclass(member)):
+            raise TypeError(f"{member!r} must be a dataclass subclass of {cls.__name__}")
+        kind = member.kind
+        if not kind or not isinstance(kind, str):
+            raise TypeError(f"{member.__name__} must set kind: ClassVar[str] = '<name>'")
+        if cls.kinds.get(kind, member) is not member:
+            raise ValueError(f"{cls.__name__} kind {kind!r} is already registered by "
+                             f"{cls.kinds[kind].__name__}")
+        cls.kinds[kind] = member
+        return member
+
+    @classmethod
+    def kind_class(cls, kind: Any, where: str = "kind") -> type[TaggedConfig]:
+        """The member registered as ``kind`` (it must be ``cls`` or a subclass of it), else a
+        :class:`ConfigError` naming ``where`` and listing the kinds."""
+        valid = {k: m for k, m in getattr(cls, "kinds", {}).items() if issubclass(m, cls)}
+        if kind not in valid:
+            raise ConfigError(f"{where}: unknown kind {kind!r} (kinds: {', '.join(sorted(valid))})")
+        return valid[kind]
+
+
+def _is_tagged(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, TaggedConfig)
+
+
+def _tagged_mapping(value: Any, current_kind: str, where: str) -> dict[str, Any]:
+    """A tagged section's value (kind name or mapping) -> a mapping with its ``kind`` set."""
+    if isinstance(value, str):
+        return {"kind": value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a kind name or a mapping, got {value!r}")
+    if "kind" in value:
+        return value
+    if not current_kind:
+        raise ConfigError(f"{where}: needs a 'kind'")
+    return {"kind": current_kind, **value}
+
+
+def _default_kind(f: dataclasses.Field, tp: Any) -> str:
+    """The kind of a tagged dataclass field's default (or of its annotation)."""
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = None
+    return getattr(default, "kind", "") or tp.kind
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -39,16 +120,27 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert a YAML/override value to the annotated field type ``tp``."""
+def _coerce(value: Any, tp: Any, where: str, current_kind: str = "") -> Any:
+    """Convert a YAML/override value to the annotated field type ``tp`` (``current_kind``: the
+    kind a tagged section without a ``kind`` key takes)."""
     if value is None:
         return None
     tp = _strip_optional(tp)
+    if _is_tagged(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, _tagged_mapping(value, current_kind or tp.kind, where), prefix=where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, prefix=where)
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: expected one of {', '.join(map(str, choices))}, "
+                              f"got {value!r}")
+        return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -78,15 +170,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys."""
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys. For a
+    :class:`TaggedConfig` family, ``data["kind"]`` picks the member (default: ``cls.kind``)."""
+    if _is_tagged(cls):
+        data = dict(data)
+        where = f"{prefix}.kind" if prefix else "kind"
+        cls = cls.kind_class(data.pop("kind", cls.kind), where)  # type: ignore[assignment]
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else key
-        if key not in fields:
-            raise ConfigError(f"unknown config key '{where}'" + _suggest(key, list(fields)))
-        kwargs[key] = _coerce(value, hints[key], where)
+        f = _field_named(cls, key, where)
+        tp = _strip_optional(hints[key])
+        kind = _default_kind(f, tp) if _is_tagged(tp) else ""
+        kwargs[key] = _coerce(value, hints[key], where, kind)
     return cls(**kwargs)
 
 
@@ -94,7 +191,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     """Dataclass -> plain nested dict (tuples become lists), ready for YAML."""
     def convert(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
-            return {f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            out = {"kind": v.kind} if isinstance(v, TaggedConfig) else {}
+            out.update({f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v)})
+            return out
         if isinstance(v, (list, tuple)):
             return [convert(x) for x in v]
         if isinstance(v, Path):
@@ -105,8 +204,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], cls: type) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, checking keys
-    against dataclass ``cls`` so that typos are reported with a suggestion."""
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML), in order, to a nested dict of
+    dataclass ``cls``, checking keys so that typos are reported with a suggestion. Tagged
+    sections follow their current kind: ``field.kind=hashgrid`` first, then ``field.n_levels=8``."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
@@ -114,20 +214,55 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], cls: type) -> di
         value = yaml.safe_load(raw) if raw != "" else ""
         keys = dotted.split(".")
         node, node_cls = data, cls
-        for depth, key in enumerate(keys):
-            valid = [f.name for f in dataclasses.fields(node_cls)]
-            if key not in valid:
-                where = ".".join(keys[: depth + 1])
-                raise ConfigError(f"unknown config key '{where}'" + _suggest(key, valid))
-            if depth == len(keys) - 1:
-                node[key] = value
-                break
+        for depth, key in enumerate(keys[:-1]):  # the sections on the way must exist
+            where = ".".join(keys[: depth + 1])
+            if key == "kind" and _is_tagged(node_cls):
+                raise ConfigError(f"'{where}' is not a section")
+            f = _field_named(node_cls, key, where)
             sub_cls = _strip_optional(typing.get_type_hints(node_cls)[key])
-            if not dataclasses.is_dataclass(sub_cls):
-                raise ConfigError(f"'{'.'.join(keys[: depth + 1])}' is not a section")
-            node = node.setdefault(key, {})
-            node_cls = sub_cls
+            sub = node.get(key)
+            if _is_tagged(sub_cls):
+                kind = sub.get("kind") if isinstance(sub, dict) else _default_kind(f, sub_cls)
+                sub_cls = sub_cls.kind_class(kind, where)
+            elif not dataclasses.is_dataclass(sub_cls):
+                raise ConfigError(f"'{where}' is not a section")
+            node, node_cls = sub if isinstance(sub, dict) else {}, sub_cls
+        for key in reversed(keys[1:]):
+            value = {key: value}
+        _merge(data, {keys[0]: value}, cls)
     return data
+
+
+def _field_named(cls: type, key: str, where: str) -> dataclasses.Field:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if key not in fields:
+        of_kind = f" of kind '{cls.kind}'" if _is_tagged(cls) else ""
+        raise ConfigError(f"unknown config key '{where}'{of_kind}" + _suggest(key, list(fields)))
+    return fields[key]
+
+
+def _merge(data: dict[str, Any], new: dict[str, Any], cls: type, prefix: str = "") -> None:
+    """Merge ``new`` into ``data`` (plain nested dicts of dataclass ``cls``), checking keys.
+    Sections merge key by key; a tagged section whose kind changes restarts from that kind's
+    defaults."""
+    hints = typing.get_type_hints(cls)
+    for key, value in new.items():
+        where = f"{prefix}.{key}" if prefix else key
+        f = _field_named(cls, key, where)
+        tp = _strip_optional(hints[key])
+        cur = data.get(key)
+        if _is_tagged(tp) and isinstance(value, (str, dict)):
+            cur = cur if isinstance(cur, dict) else {}
+            value = _tagged_mapping(value, cur.get("kind") or _default_kind(f, tp), where)
+            member = tp.kind_class(value["kind"], f"{where}.kind")
+            if cur.get("kind") != member.kind:
+                cur = to_dict(member())
+            _merge(cur, {k: v for k, v in value.items() if k != "kind"}, member, where)
+            data[key] = cur
+        elif dataclasses.is_dataclass(tp) and isinstance(value, dict) and isinstance(cur, dict):
+            _merge(cur, value, tp, where)
+        else:
+            data[key] = value
 
 
 def load_config(cls: type[T], path: str | Path | None = None,
@@ -141,19 +276,10 @@ def load_config(cls: type[T], path: str | Path | None = None,
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
-        from_dict(cls, loaded)  # validate keys of the file itself, with its own messages
-        _deep_update(data, loaded)
+        _merge(data, loaded, cls)
     apply_overrides(data, overrides or [], cls)
     return from_dict(cls, data)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value

@@ -1,8 +1,16 @@
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import pytest
 
-from neural3d.config import ConfigError, load_config, save_config
+from neural3d.config import (
+    ConfigError,
+    TaggedConfig,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
 
 
 @dataclass
@@ -50,3 +58,81 @@ def test_type_errors_name_the_key():
         load_config(Outer, None, ["inner.flag=maybe"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(Outer, "/nonexistent.yaml")
+
+
+# ---------------------------------------------------------------- tagged unions (a local family:
+# the mechanism knows nothing about fields)
+class Shape(TaggedConfig):
+    kinds: ClassVar[dict] = {}
+
+
+@Shape.register
+@dataclass
+class Circle(Shape):
+    kind: ClassVar[str] = "circle"
+    radius: float = 1.0
+
+
+@Shape.register
+@dataclass
+class Square(Shape):
+    kind: ClassVar[str] = "square"
+    side: int = 2
+    fill: Literal["none", "solid"] = "none"
+
+
+@dataclass
+class Scene:
+    seed: int = 0
+    shape: Shape = field(default_factory=Circle)
+
+
+def test_tagged_yaml_forms(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("shape: {kind: square, side: 5}\n")
+    assert load_config(Scene, path).shape == Square(side=5)
+    path.write_text("shape: square\n")  # short form: that kind with its defaults
+    assert load_config(Scene, path).shape == Square()
+    path.write_text("shape: {radius: 3}\n")  # no kind: the current (default) kind
+    assert load_config(Scene, path).shape == Circle(radius=3.0)
+
+
+def test_tagged_overrides_switch_kind_and_validate_against_it(tmp_path):
+    assert load_config(Scene, None, ["shape.kind=square", "shape.side=4"]).shape == Square(side=4)
+    assert load_config(Scene, None, ["shape=square"]).shape == Square()
+    path = tmp_path / "s.yaml"
+    path.write_text("shape: {kind: circle, radius: 5}\n")
+    # the same kind keeps the values, another kind starts from its defaults
+    assert load_config(Scene, path, ["shape.kind=circle"]).shape == Circle(radius=5.0)
+    assert load_config(Scene, path, ["shape.kind=square", "shape.kind=circle"]).shape == Circle()
+    with pytest.raises(ConfigError, match=r"'shape.sied' of kind 'square'.*did you mean 'side'"):
+        load_config(Scene, None, ["shape.kind=square", "shape.sied=4"])
+    with pytest.raises(ConfigError, match=r"'shape.side' of kind 'circle'"):
+        load_config(Scene, path, ["shape.side=4"])
+    with pytest.raises(ConfigError, match=r"shape.kind: unknown kind 'hexagon' \(kinds: circle, "
+                                          r"square\)"):
+        load_config(Scene, None, ["shape.kind=hexagon"])
+    path.write_text("shape: hexagon\n")
+    with pytest.raises(ConfigError, match="kinds: circle, square"):
+        load_config(Scene, path)
+    with pytest.raises(ConfigError, match="shape.fill: expected one of none, solid"):
+        load_config(Scene, None, ["shape=square", "shape.fill=dotted"])
+
+
+def test_tagged_to_dict_round_trip(tmp_path):
+    cfg = load_config(Scene, None, ["shape.kind=square", "shape.fill=solid", "seed=2"])
+    assert to_dict(cfg) == {"seed": 2, "shape": {"kind": "square", "side": 2, "fill": "solid"}}
+    save_config(cfg, tmp_path / "out.yaml")
+    assert load_config(Scene, tmp_path / "out.yaml") == cfg
+    assert from_dict(Shape, {"kind": "circle", "radius": 2}) == Circle(radius=2.0)
+
+
+def test_tagged_registration_errors():
+    @dataclass
+    class Other(Shape):
+        kind: ClassVar[str] = "circle"
+
+    with pytest.raises(ValueError, match="already registered"):
+        Shape.register(Other)
+    with pytest.raises(TypeError, match="not a config family"):
+        TaggedConfig.register(Circle)

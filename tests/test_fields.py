@@ -1,17 +1,26 @@
-"""Fields: shapes, the field protocol, triplane sampling, hash encoding (torch implementation)."""
+"""Fields: shapes, the field protocol, triplane sampling, hash encoding (torch implementation),
+configs/registry, parameter groups and regularisers."""
 
 import pytest
 import torch
 
 from neural3d.fields import (
+    FIELD_CONFIGS,
     FIELDS,
     HashGridEncoding,
+    HashGridField,
+    HashGridFieldConfig,
+    MLPFieldConfig,
     MLPNeRF,
     PositionalEncoding,
     TorchHashGrid,
     TriplaneField,
+    TriplaneFieldConfig,
+    build_field,
     hash_coords,
     sample_triplane,
+    tv_loss,
+    widened_sigmoid,
 )
 
 
@@ -82,7 +91,7 @@ def test_triplane_external_planes_batched():
 
 def test_triplane_upsample_and_tv():
     field = TriplaneField(resolution=8, channels=2)
-    tv = field.tv_loss()
+    tv = tv_loss(field.planes)
     assert tv > 0
     field.upsample(16)
     assert field.planes.shape == (1, 3, 2, 16, 16)
@@ -139,3 +148,68 @@ def test_hash_grid_gradients_flow_and_interface():
     assert g is not None and (g != 0).sum() > 0
     # only the vertices touched receive gradient
     assert (g.abs().sum(-1) > 0).sum() <= 64 * 8 * 4
+
+
+# ------------------------------------------------------------------ configs, registry, groups
+SMALL = {"triplane": TriplaneFieldConfig(resolution=8, channels=4, hidden=16),
+         "hashgrid": HashGridFieldConfig(n_levels=4, log2_hashmap_size=10, max_resolution=32,
+                                         hidden=16),
+         "mlp": MLPFieldConfig(pos_freqs=4, hidden=16, layers=3)}
+
+
+def test_registry_and_build():
+    assert set(FIELD_CONFIGS) == set(FIELDS) == {"triplane", "hashgrid", "mlp"}
+    for kind, cfg in SMALL.items():
+        assert FIELD_CONFIGS[kind].kind == kind and FIELD_CONFIGS[kind].target is FIELDS[kind]
+        field = build_field(cfg, torch.tensor([-1.0, -2, -1, 1, 2, 1]), device="cpu")
+        assert type(field) is FIELDS[kind]
+        assert field.aabb.tolist() == [-1.0, -2, -1, 1, 2, 1]
+    hg = build_field(HashGridFieldConfig(n_levels=8, log2_hashmap_size=10), [-1, -1, -1, 1, 1, 1])
+    assert isinstance(hg, HashGridField) and hg.encoding.n_levels == 8
+    tp = build_field(TriplaneFieldConfig(resolution=16, channels=3), [-1, -1, -1, 1, 1, 1])
+    assert tp.planes.shape == (1, 3, 3, 16, 16)
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_param_groups_cover_every_parameter_once(kind):
+    field = build_field(SMALL[kind], [-1, -1, -1, 1, 1, 1])
+    groups = field.param_groups(lr=1e-2, table_lr=3e-2)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in field.parameters()) and len(set(ids)) == len(ids)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["networks"]["lr"] == 1e-2
+    tables = {"triplane": [field.planes] if kind == "triplane" else None,
+              "hashgrid": list(field.encoding.parameters()) if kind == "hashgrid" else None,
+              "mlp": None}[kind]
+    if tables is None:
+        assert set(by_name) == {"networks"}
+    else:
+        assert by_name["tables"]["lr"] == 3e-2
+        assert [id(p) for p in by_name["tables"]["params"]] == [id(p) for p in tables]
+    # without learning rates the groups leave "lr" to the optimiser's default
+    assert all("lr" not in g for g in field.param_groups())
+    torch.optim.Adam(groups)  # a valid optimiser spec
+
+
+def test_triplane_regulariser_is_the_weighted_tv():
+    torch.manual_seed(0)
+    field = build_field(TriplaneFieldConfig(resolution=8, channels=2, tv_weight=0.5),
+                        [-1, -1, -1, 1, 1, 1])
+    p = field.planes
+    old = ((p[..., 1:, :] - p[..., :-1, :]) ** 2).mean() + \
+        ((p[..., :, 1:] - p[..., :, :-1]) ** 2).mean()
+    reg = field.regularizers()
+    assert set(reg) == {"tv"} and torch.equal(reg["tv"], 0.5 * old)
+    reg["tv"].backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0
+    assert TriplaneFieldConfig().tv_weight == 1e-2  # fit's tuned weight
+    assert build_field(TriplaneFieldConfig(resolution=8, tv_weight=0.0),
+                       [-1, -1, -1, 1, 1, 1]).regularizers() == {}
+    assert TriplaneField(resolution=8, learn_planes=False, tv_weight=1.0).regularizers() == {}
+    for kind in ("hashgrid", "mlp"):
+        assert build_field(SMALL[kind], [-1, -1, -1, 1, 1, 1]).regularizers() == {}
+
+
+def test_widened_sigmoid_range():
+    x = torch.tensor([-100.0, 0.0, 100.0])
+    assert torch.allclose(widened_sigmoid(x), torch.tensor([-0.001, 0.5, 1.001]))

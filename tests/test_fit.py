@@ -101,3 +101,83 @@ def test_unknown_override_is_an_error(toy_object, tmp_path):
 
     with pytest.raises(ConfigError, match="rays"):
         main(["fit", "--data", str(toy_object), "--out", str(tmp_path), "ray=5"])
+
+
+# ------------------------------------------------------------------ typed field configs
+def test_fit_config_field_forms(tmp_path):
+    from neural3d.config import ConfigError, load_config
+    from neural3d.fields import (
+        HashGridFieldConfig,
+        MLPFieldConfig,
+        TriplaneFieldConfig,
+        build_field,
+    )
+    from neural3d.methods.fit import FitConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("field: {kind: hashgrid, n_levels: 8}\n")
+    cfg = load_config(FitConfig, path)
+    assert cfg.field == HashGridFieldConfig(n_levels=8)
+    assert build_field(cfg.field, [-1, -1, -1, 1, 1, 1]).encoding.n_levels == 8
+    path.write_text("field: hashgrid\nsteps: 3\n")  # the short form of older files
+    assert load_config(FitConfig, path).field == HashGridFieldConfig()
+    assert load_config(FitConfig).field == TriplaneFieldConfig()
+    assert load_config(FitConfig, None, ["field.kind=mlp", "field.hidden=32"]).field == \
+        MLPFieldConfig(hidden=32)
+    with pytest.raises(ConfigError, match="field.resolutoin.*did you mean 'resolution'"):
+        load_config(FitConfig, None, ["field.resolutoin=64"])
+    with pytest.raises(ConfigError, match="unknown kind 'voxel'.*hashgrid, mlp, triplane"):
+        load_config(FitConfig, None, ["field.kind=voxel"])
+
+
+OLD_FIELD_DEFAULTS = {  # FIELD_DEFAULTS of neural3d.methods.fit before the typed configs
+    "triplane": {"resolution": 128, "channels": 12, "hidden": 64, "layers": 2,
+                 "aggregate": "sum", "init_std": 0.1, "density_activation": "trunc_exp"},
+    "hashgrid": {"n_levels": 12, "n_features": 2, "log2_hashmap_size": 17,
+                 "base_resolution": 8, "max_resolution": 256, "hidden": 64},
+    "mlp": {"pos_freqs": 8, "hidden": 128, "layers": 4, "skips": [2],
+            "density_activation": "trunc_exp"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OLD_FIELD_DEFAULTS))
+def test_old_record_field_configs_equal_the_new_defaults(kind):
+    from neural3d.fields import FIELD_CONFIGS
+    from neural3d.methods.fit import record_field_config
+
+    rec = {"field": kind, "field_kwargs": OLD_FIELD_DEFAULTS[kind]}
+    assert record_field_config(rec) == FIELD_CONFIGS[kind]()
+
+
+def test_old_format_checkpoint_loads(fitted, tmp_path):
+    from neural3d.methods.fit import load_fit_model
+
+    ckpt = torch.load(fitted / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["record"]["field"]["kind"] == "triplane"
+    old = dict(ckpt, record={**ckpt["record"], "field": "triplane",
+                             "field_kwargs": OLD_FIELD_DEFAULTS["triplane"]})
+    torch.save(old, tmp_path / "old.pt")
+    new_model, _ = load_fit_model(fitted / "checkpoints" / "last.pt")
+    old_model, _ = load_fit_model(tmp_path / "old.pt")
+    pts = torch.rand(100, 3) * 0.6 - 0.3
+    assert torch.equal(old_model.density(pts), new_model.density(pts))
+
+
+def test_fit_config_file_field_is_honoured(toy_object, tmp_path):
+    """`--config` with an MLP field and no --field fits an MLP (--field used to override it)."""
+    from neural3d.fields import MLPNeRF
+    from neural3d.methods.fit import load_fit_model
+
+    cfg = tmp_path / "mlp.yaml"
+    cfg.write_text("field: {kind: mlp, hidden: 32, layers: 2}\nrays: 64\nturntable_frames: 0\n"
+                   "grid_res: 16\n")
+    out = tmp_path / "out"
+    assert main(["fit", "--data", str(toy_object), "--config", str(cfg), "--steps", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["field"] == "mlp"
+    model, rec = load_fit_model(out / "checkpoints" / "last.pt")
+    assert isinstance(model.field, MLPNeRF) and len(model.field.layers) == 2
+    assert rec["field"] == {"kind": "mlp", "pos_freqs": 8, "hidden": 32, "layers": 2,
+                            "skips": [2], "density_activation": "trunc_exp",
+                            "view_dependent": False, "dir_freqs": 4, "out_channels": 3,
+                            "rgb": True}

@@ -208,13 +208,20 @@ def test_model_contract(toy_object, field_name):
     _ns()
     from nerfstudio.data.datasets.base_dataset import InputDataset
 
+    from neural3d.fields import HashGridFieldConfig, TriplaneFieldConfig
     from neural3d.integrations.nerfstudio import SRNDataParserConfig
+    from neural3d.integrations.nerfstudio.methods import make_trainer_config
     from neural3d.integrations.nerfstudio.model import Neural3DModelConfig
 
     out = SRNDataParserConfig(data=toy_object).setup().get_dataparser_outputs("train")
-    cfg = Neural3DModelConfig(field_name=field_name, num_samples=16, backend="torch",
-                              triplane_resolution=32, hash_levels=4, hash_log2_size=12,
-                              hash_max_resolution=64, eval_num_rays_per_chunk=300)
+    field = {"triplane": TriplaneFieldConfig(resolution=32, tv_weight=1e-4),
+             "hashgrid": HashGridFieldConfig(n_levels=4, log2_hashmap_size=12,
+                                             max_resolution=64)}[field_name]
+    cfg = Neural3DModelConfig(field=field, num_samples=16, backend="torch",
+                              eval_num_rays_per_chunk=300)
+    made = make_trainer_config(field_name).pipeline.model.field  # the plugin's defaults
+    assert made == {"triplane": TriplaneFieldConfig(tv_weight=1e-4),
+                    "hashgrid": HashGridFieldConfig()}[field_name]
     torch.manual_seed(0)
     model = cfg.setup(scene_box=out.scene_box, num_train_data=len(out.image_filenames),
                       metadata=out.metadata, device="cpu")
@@ -236,6 +243,7 @@ def test_model_contract(toy_object, field_name):
     batch = {"image": gt}
     losses = model.get_loss_dict(o, batch, model.get_metrics_dict(o, batch))
     assert "rgb_loss" in losses and all(torch.isfinite(v) for v in losses.values())
+    assert ("tv_loss" in losses) == (field_name == "triplane")
     sum(losses.values()).backward()
     assert all(p.grad is not None for g in groups.values() for p in g)
     # RGBA ground truth is composited on the background
@@ -288,8 +296,8 @@ def test_ns_train_short_cpu_run_lowers_loss(toy_object, tmp_path):
            "--steps-per-eval-batch", "0", "--steps-per-eval-image", "0",
            "--steps-per-eval-all-images", "0", "--steps-per-save", "1000",
            "--pipeline.datamanager.train-num-rays-per-batch", "256",
-           "--pipeline.model.num-samples", "24", "--pipeline.model.triplane-resolution", "64",
-           "neural3d-srn"]
+           "--pipeline.model.num-samples", "24", "neural3d-srn",
+           "pipeline.model.field:triplane", "--pipeline.model.field.resolution", "64"]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400,
                          cwd=tmp_path)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])

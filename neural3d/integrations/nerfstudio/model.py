@@ -19,26 +19,44 @@ which fails offline, and we never report LPIPS without the real weights.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from neural3d.integrations.nerfstudio import require_nerfstudio
 
 require_nerfstudio()
 
 import torch  # noqa: E402
+import tyro  # noqa: E402
 from nerfstudio.cameras.rays import RayBundle  # noqa: E402
 from nerfstudio.models.base_model import Model, ModelConfig  # noqa: E402
 from nerfstudio.utils import colormaps  # noqa: E402
 from torch.nn import Parameter  # noqa: E402
 
-from neural3d.fields import FIELDS  # noqa: E402
+from neural3d.fields import FIELD_CONFIGS, FieldConfig, build_field  # noqa: E402
 from neural3d.metrics.image import psnr as image_psnr  # noqa: E402
 from neural3d.metrics.image import psnr_from_mse, ssim  # noqa: E402
 from neural3d.render import RendererConfig, VolumeRenderer  # noqa: E402
 
-#: parameter names that go to the "planes" optimiser group (big tables: higher learning rate)
-TABLE_PARAMS = ("planes", "embeddings", "encoding")
+#: the field's parameter groups -> nerfstudio's optimiser groups (learning rates: methods.py)
+NS_GROUPS = {"networks": "fields", "tables": "planes"}
+#: the plugin's field defaults by kind: ``neural3d fit``'s, except TV 1e-4 on triplanes (fit's
+#: 1e-2 was tuned with its occupancy-grid sampler)
+PLUGIN_FIELDS: dict[str, FieldConfig] = {kind: cls() for kind, cls in FIELD_CONFIGS.items()}
+PLUGIN_FIELDS["triplane"] = dataclasses.replace(PLUGIN_FIELDS["triplane"], tv_weight=1e-4)
+
+if TYPE_CHECKING:
+    FieldChoice = FieldConfig
+else:  # for nerfstudio's CLI (tyro): one subcommand per kind, pipeline.model.field:KIND
+    FieldChoice = tyro.extras.subcommand_type_from_defaults(PLUGIN_FIELDS)
+
+
+def plugin_field_config(kind: str) -> FieldConfig:
+    """A fresh copy of the plugin's defaults for field ``kind`` (unknown kinds: a
+    :class:`~neural3d.config.ConfigError` listing the kinds)."""
+    FieldConfig.kind_class(kind, "field")
+    return dataclasses.replace(PLUGIN_FIELDS[kind])
 
 
 @dataclass
@@ -49,28 +67,10 @@ class Neural3DModelConfig(ModelConfig):
     enable_collider: bool = False
     """Rays are bounded by the scene box (ray/AABB test); a collider's near/far, if enabled,
     further clips them."""
-    field_name: Literal["triplane", "hashgrid", "mlp"] = "triplane"
-    """Which neural3d field."""
-    # triplane
-    triplane_resolution: int = 128
-    triplane_channels: int = 12
-    triplane_init_std: float = 0.1
-    # hash grid
-    hash_levels: int = 12
-    hash_features: int = 2
-    hash_log2_size: int = 17
-    hash_base_resolution: int = 8
-    hash_max_resolution: int = 256
-    hash_backend: Literal["auto", "torch", "tcnn"] = "auto"
-    # MLP NeRF
-    mlp_pos_freqs: int = 8
-    mlp_layers: int = 4
-    # shared decoder
-    hidden: int = 64
-    """Decoder MLP width."""
-    decoder_layers: int = 2
-    """Triplane decoder depth."""
-    density_activation: Literal["trunc_exp", "softplus", "relu"] = "trunc_exp"
+    field: FieldChoice = dataclasses.field(
+        default_factory=lambda: plugin_field_config("triplane"))
+    """The neural3d field (any kind of :mod:`neural3d.fields`) and its settings, regulariser
+    weights included; defaults: ``PLUGIN_FIELDS``."""
     # rendering
     num_samples: int = 64
     """Stratified samples per ray inside the scene box."""
@@ -80,8 +80,6 @@ class Neural3DModelConfig(ModelConfig):
     """Background colour; None = the dataparser's (neural3d-srn: white), else white."""
     backend: Literal["auto", "torch", "cpp", "cuda"] = "auto"
     """Compositing backend (auto: CUDA kernel on GPU, C++ kernel on CPU, torch fallback)."""
-    tv_weight: float = 1e-4
-    """Total-variation weight on the triplanes."""
     eval_num_rays_per_chunk: int = 8192
 
 
@@ -94,25 +92,7 @@ class Neural3DModel(Model):
         super().populate_modules()  # the collider, only when enabled
         cfg = self.config
         aabb = self.scene_box.aabb.reshape(-1).tolist()
-        if cfg.field_name == "triplane":
-            kwargs = dict(resolution=cfg.triplane_resolution, channels=cfg.triplane_channels,
-                          hidden=cfg.hidden, layers=cfg.decoder_layers,
-                          init_std=cfg.triplane_init_std,
-                          density_activation=cfg.density_activation)
-        elif cfg.field_name == "hashgrid":
-            kwargs = dict(n_levels=cfg.hash_levels, n_features=cfg.hash_features,
-                          log2_hashmap_size=cfg.hash_log2_size,
-                          base_resolution=cfg.hash_base_resolution,
-                          max_resolution=cfg.hash_max_resolution, hidden=cfg.hidden,
-                          backend=cfg.hash_backend, device=self.kwargs.get("device"),
-                          density_activation=cfg.density_activation)
-        elif cfg.field_name == "mlp":
-            kwargs = dict(pos_freqs=cfg.mlp_pos_freqs, hidden=max(cfg.hidden, 128),
-                          layers=cfg.mlp_layers, density_activation=cfg.density_activation)
-        else:
-            raise ValueError(f"neural3d: unknown field {cfg.field_name!r} "
-                             "(triplane, hashgrid, mlp)")
-        self.field = FIELDS[cfg.field_name](aabb=aabb, **kwargs)
+        self.field = build_field(cfg.field, aabb, device=self.kwargs.get("device"))
         meta = self.kwargs.get("metadata") or {}
         bg = cfg.background if cfg.background is not None else meta.get(
             "neural3d_background", (1.0, 1.0, 1.0))
@@ -125,13 +105,11 @@ class Neural3DModel(Model):
 
     # ------------------------------------------------------------------ optimisation
     def get_param_groups(self) -> dict[str, list[Parameter]]:
-        """``planes``: triplanes / hash tables (big, sparse updates); ``fields``: the MLPs.
-        Empty groups are left out (nerfstudio builds one optimiser per group)."""
-        groups: dict[str, list[Parameter]] = {"fields": [], "planes": []}
-        for name, p in self.field.named_parameters():
-            key = "planes" if any(t in name for t in TABLE_PARAMS) else "fields"
-            groups[key].append(p)
-        return {k: v for k, v in groups.items() if v}
+        """The field's groups under nerfstudio's names: ``planes``, its tables (triplanes /
+        hash tables: big, sparse updates); ``fields``, its networks. Empty groups are left out
+        (nerfstudio builds one optimiser per group)."""
+        return {NS_GROUPS[g["name"]]: g["params"] for g in self.field.param_groups()
+                if g["params"]}
 
     # ------------------------------------------------------------------ rendering
     def get_outputs(self, ray_bundle: RayBundle) -> dict[str, torch.Tensor]:
@@ -176,8 +154,8 @@ class Neural3DModel(Model):
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:
         gt = self.gt_rgb(batch["image"])
         losses = {"rgb_loss": torch.mean((outputs["rgb"] - gt) ** 2)}
-        if self.config.field_name == "triplane" and self.config.tv_weight > 0 and self.training:
-            losses["tv_loss"] = self.config.tv_weight * self.field.tv_loss()
+        if self.training:
+            losses.update({f"{k}_loss": v for k, v in self.field.regularizers().items()})
         return losses
 
     def get_image_metrics_and_images(self, outputs, batch

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from neural3d.cameras import Cameras, rays_for_pixels
+from neural3d.fields import tv_loss
 from neural3d.methods.ssdnerf.config import DataConfig, SSDNeRFConfig
 from neural3d.methods.ssdnerf.latents import LatentAdam, LatentCache
 from neural3d.methods.ssdnerf.model import SSDNeRFModel
@@ -90,11 +91,6 @@ def build(cfg: SSDNeRFConfig, num_objects: int, device: str | torch.device = "cp
         {"params": list(model.field.parameters()), "lr": cfg.optim.decoder_lr},
         {"params": list(model.unet.parameters()), "lr": cfg.optim.unet_lr}])
     return model, cache, {"main": main, "latents": LatentAdam(cache, cfg.optim.latent_lr)}
-
-
-def tv_loss(latents: torch.Tensor) -> torch.Tensor:
-    return ((latents[..., 1:, :] - latents[..., :-1, :]) ** 2).mean() + \
-        ((latents[..., :, 1:] - latents[..., :, :-1]) ** 2).mean()
 
 
 def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiObjectSet,
