@@ -122,7 +122,7 @@ def test_wrong_method_and_missing_capability_are_one_line_errors(flat, tmp_path,
     assert "unknown method 'nosuchmethod'" in err and "flatcolour" in err
     with pytest.raises(MethodError, match="not 'ssdnerf'"):
         neural3d.load(ckpt, method="ssdnerf")
-    assert main(["train", "flatcolour", "lr_typo=1"]) == 2
+    assert main(["train", "flatcolour", "lrr=1"]) == 2
     assert "did you mean 'lr'" in capsys.readouterr().err
 
 

@@ -130,7 +130,7 @@ def test_train_checkpoint_resume_matches_uninterrupted(data_root, tmp_path):
     for (k, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(),
                          strict=True):
         assert torch.allclose(p, q, atol=1e-6), k
-    assert a.step == 6 and a.latents.shape == (4, 3, 2, 8, 8)
+    assert a.checkpoint_step == 6 and a.latents.shape == (4, 3, 2, 8, 8)
     lat = a.model.sample(2, generator=torch.Generator().manual_seed(0), steps=2)
     assert lat.shape == (2, 3, 2, 8, 8) and torch.isfinite(lat).all()
 
@@ -142,7 +142,7 @@ def test_nan_guard_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch):
                         lambda self, lat, g=None, reduce=True: lat.sum() * float("nan"))
     with pytest.raises(NonFiniteLossError):
         train(tiny_config(data_root, tmp_path / "nan", steps=4))
-    assert load_ssdnerf(tmp_path / "nan/checkpoints/last.pt").step == 2
+    assert load_ssdnerf(tmp_path / "nan/checkpoints/last.pt").checkpoint_step == 2
 
 
 def test_cli_train_and_sample(data_root, tmp_path, capsys):
@@ -160,7 +160,7 @@ def test_cli_train_and_sample(data_root, tmp_path, capsys):
     assert main(["sample", "ssdnerf", str(ckpt), "--num", "2", "--out", str(tmp_path / "s"),
                  "--frames", "4", "--steps", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "grid:" in printed and printed.count("video:") == 2
+    assert str(tmp_path / "s" / "grid.png") in printed and printed.count("turntable_") == 2
     assert (tmp_path / "s" / "grid.png").is_file()
     assert main(["train", "nosuchmethod", "--config", str(tmp_path / "tiny.yaml")]) == 2
     assert main(["train", "ssdnerf", "--config", str(tmp_path / "tiny.yaml"),

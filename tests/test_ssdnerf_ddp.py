@@ -49,4 +49,4 @@ def test_ddp_two_processes_share_latent_cache(tmp_path):
     la, lb = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert la == lb  # the logged losses are all-reduced means
     ck = load_ssdnerf(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert ck.step == 3 and torch.equal(ck.latents, a["latents"])
+    assert ck.checkpoint_step == 3 and torch.equal(ck.latents, a["latents"])

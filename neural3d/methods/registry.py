@@ -52,13 +52,18 @@ class MethodError(ValueError):
 
 @dataclass
 class Built:
-    """What :meth:`Method.build` returns for the trainer: named modules (``{"model": m}`` for a
-    single network, ``{"G": g, "D": d}`` for a GAN), their optimisers by name, an optional LR
-    scheduler, and extra state to checkpoint (``{name: (get, set)}``)."""
+    """What :meth:`Method.build` returns for the trainer (:class:`~neural3d.train.Trainer`):
+    named modules (``{"model": m}`` for a single network, ``{"G": g, "D": d}`` for a GAN), their
+    optimisers by name, an LR scheduler (or ``{optimiser name: scheduler}``), EMA decays by
+    module name (None: ``train.ema_decay`` for ``"model"``), ``manual=True`` when ``step`` runs
+    its own ``trainer.backward_step`` calls (GANs), and extra state to checkpoint
+    (``{name: (get, set)}``)."""
 
     modules: dict[str, nn.Module]
     optimizers: dict[str, Any] = field(default_factory=dict)
     scheduler: Any = None
+    ema: dict[str, float] | None = None
+    manual: bool = False
     state: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = field(
         default_factory=dict)
 

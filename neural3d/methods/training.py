@@ -25,12 +25,24 @@ def train_method(method: Method, steps: int | None = None, time_budget: float | 
     ``time_budget`` (seconds of training, not counting :meth:`Method.evaluate`, starting after
     the kernel build and the setup) ends training early at a step boundary, as does
     :meth:`Method.should_stop`; ``trainer.stopped_early`` then says so."""
+    from neural3d.train.distributed import init_distributed
+
+    dist_info = init_distributed()
+    try:
+        return _train(method, steps, time_budget, log)
+    finally:
+        if dist_info.started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(method: Method, steps: int | None, time_budget: float | None, log):
     from neural3d.config import save_config
     from neural3d.render.backend import prepare
     from neural3d.train import Trainer
-    from neural3d.train.distributed import init_distributed, world_info
+    from neural3d.train.distributed import world_info
 
-    init_distributed()
     tcfg = method.train_config()
     rank, _ = world_info()
     prepare(method.device, announce=log if rank == 0 else (lambda *_: None))
@@ -40,9 +52,9 @@ def train_method(method: Method, steps: int | None = None, time_budget: float | 
         save_config(method.cfg, out / "config.yaml")
     built = method.build()
     method.modules = built.modules
-    single = next(iter(built.modules.values())) if list(built.modules) == ["model"] else None
-    trainer = Trainer(single or built.modules, built.optimizers, tcfg, scheduler=built.scheduler,
-                      record=method.record(), device=method.device)
+    trainer = Trainer(built.modules, built.optimizers, tcfg, scheduler=built.scheduler,
+                      record=method.record(), device=method.device, ema=built.ema,
+                      manual=built.manual)
     for name, (get, set_) in built.state.items():
         trainer.register_state(name, get, set_)
     method.setup(trainer)
