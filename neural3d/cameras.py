@@ -1,6 +1,6 @@
 """Batched pinhole cameras, ray generation, convention conversions and camera paths.
 
-Conventions (see DESIGN.md):
+Conventions (see docs/ARCHITECTURE.md):
 
 * ``c2w`` is a camera-to-world 4x4 matrix in the **OpenCV** convention: camera x right, y down,
   z forward (the direction the camera looks). SRN, EG3D and COLMAP store poses this way.
