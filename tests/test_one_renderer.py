@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from neural3d.cameras import Cameras, orbit_path
+from neural3d.fields import TriplaneFieldConfig
 from neural3d.methods.fit import FitModel
 from neural3d.methods.ssdnerf import SSDNeRFModel
 from neural3d.methods.ssdnerf.config import ModelConfig, SSDNeRFConfig
 
 AABB = (-0.5, -0.5, -0.5, 0.5, 0.5, 0.5)
 RES, CH, HIDDEN, LAYERS = 16, 4, 16, 2
+FIELD = TriplaneFieldConfig(resolution=RES, channels=CH, hidden=HIDDEN, layers=LAYERS,
+                            init_std=0.5, density_activation="trunc_exp")
 
 
 @pytest.fixture(autouse=True)
@@ -27,9 +30,8 @@ def fit_model():
     torch.manual_seed(0)
     c = (torch.arange(RES) + 0.5) / RES - 0.5
     hull = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).norm(dim=-1) < 0.42
-    model = FitModel("triplane", {"resolution": RES, "channels": CH, "hidden": HIDDEN,
-                                  "layers": LAYERS, "init_std": 0.5},
-                     torch.tensor(AABB), RES, hull, step=0.015, background=(1.0, 1.0, 1.0))
+    model = FitModel(FIELD, torch.tensor(AABB), RES, hull, step=0.015,
+                     background=(1.0, 1.0, 1.0))
     return model.eval()
 
 
@@ -92,9 +94,7 @@ def _nerfstudio_model(fit: FitModel, **overrides):
 
     from neural3d.integrations.nerfstudio.model import Neural3DModelConfig
 
-    cfg = Neural3DModelConfig(field_name="triplane", triplane_resolution=RES,
-                              triplane_channels=CH, hidden=HIDDEN, decoder_layers=LAYERS,
-                              density_activation="trunc_exp", grid_res=RES, backend="torch",
+    cfg = Neural3DModelConfig(field=FIELD, grid_res=RES, backend="torch",
                               background=(1.0, 1.0, 1.0), **overrides)
     model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor(AABB).reshape(2, 3)),
                       num_train_data=1, metadata={}, device="cpu")

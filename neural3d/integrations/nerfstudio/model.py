@@ -85,8 +85,10 @@ class Neural3DModelConfig(ModelConfig):
     of an occupancy grid over the scene box (then ``num_samples``/``num_importance`` do not
     apply). Unlike fit there is no visual hull: the grid starts with every cell occupied and the
     box is not tightened, because the model is built before it sees images and nerfstudio's
-    datasets carry no per-image background masks; cells are carved from the density alone, from
-    step ``grid_warmup`` on."""
+    datasets carry no per-image background masks. Cells are carved from the density alone, on
+    fit's rule: the density EMA starts at 1e3 and decays by 0.8 per refresh, so nothing is carved
+    before some 35 refreshes (about step 700 with the defaults), where fit has its hull from the
+    start."""
     grid_res: int = 64
     """Occupancy grid cells per axis (fit: ``grid_res``)."""
     grid_every: int = 16
