@@ -32,7 +32,7 @@ def render_image(renderer, field, cams, chunk: int = 8192, *, device=None, dtype
         out = torch.cat([renderer(field, o[s:s + chunk], d[s:s + chunk], **kwargs)["features"]
                          for s in range(0, o.shape[0], chunk)])
     finally:
-        for m, mode in zip(modules, modes):
+        for m, mode in zip(modules, modes, strict=True):
             m.train(mode)
     img = out.reshape(V, H, W, out.shape[-1])
     return img.clamp(0, 1) if img.shape[-1] == 3 else img
