@@ -44,7 +44,7 @@ def make_object(res: int, train_views: int, test_views: int, seed: int = 0,
 def step_breakdown(cfg, train, steps: int = 8) -> dict[str, float]:
     """Share of a step in marching, field, compositing, backward (after a short warm-up)."""
     from neural3d.methods.fit import FitModel, _param_groups, initial_aabb
-    from neural3d.methods.occupancy import grid_bounds, visual_hull
+    from neural3d.render import grid_bounds, visual_hull
 
     bg = torch.ones(3)
     box0 = initial_aabb(train.cameras, None)

@@ -214,14 +214,17 @@ def test_model_contract(toy_object, field_name):
     from neural3d.integrations.nerfstudio.model import Neural3DModelConfig
 
     out = SRNDataParserConfig(data=toy_object).setup().get_dataparser_outputs("train")
-    field = {"triplane": TriplaneFieldConfig(resolution=32, tv_weight=1e-4),
+    field = {"triplane": TriplaneFieldConfig(resolution=32),
              "hashgrid": HashGridFieldConfig(n_levels=4, log2_hashmap_size=12,
                                              max_resolution=64)}[field_name]
-    cfg = Neural3DModelConfig(field=field, num_samples=16, backend="torch",
-                              eval_num_rays_per_chunk=300)
-    made = make_trainer_config(field_name).pipeline.model.field  # the plugin's defaults
-    assert made == {"triplane": TriplaneFieldConfig(tv_weight=1e-4),
-                    "hashgrid": HashGridFieldConfig()}[field_name]
+    cfg = Neural3DModelConfig(field=field, backend="torch", eval_num_rays_per_chunk=300,
+                              grid_res=16, samples_per_ray=64)
+    made = make_trainer_config(field_name).pipeline.model  # the plugin's defaults: fit's
+    assert made.field == {"triplane": TriplaneFieldConfig(),
+                          "hashgrid": HashGridFieldConfig()}[field_name]
+    assert made.field.tv_weight == 1e-2 if field_name == "triplane" else True
+    assert made.occupancy_grid and (made.grid_res, made.grid_every, made.grid_warmup,
+                                    made.grid_alpha) == (64, 16, 128, 0.005)
     torch.manual_seed(0)
     model = cfg.setup(scene_box=out.scene_box, num_train_data=len(out.image_filenames),
                       metadata=out.metadata, device="cpu")
@@ -279,8 +282,8 @@ def test_ns_train_help_lists_methods():
 
 
 def test_ns_train_short_cpu_run_lowers_loss(toy_object, tmp_path):
-    """A real ``ns-train neural3d-triplane`` run on the CPU: it finishes, saves a checkpoint,
-    and its logged training loss falls."""
+    """A real ``ns-train neural3d-triplane`` run on the CPU: it finishes, saves a checkpoint
+    (with a carved occupancy grid), and its logged training loss falls."""
     _ns()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -296,7 +299,9 @@ def test_ns_train_short_cpu_run_lowers_loss(toy_object, tmp_path):
            "--steps-per-eval-batch", "0", "--steps-per-eval-image", "0",
            "--steps-per-eval-all-images", "0", "--steps-per-save", "1000",
            "--pipeline.datamanager.train-num-rays-per-batch", "256",
-           "--pipeline.model.num-samples", "24", "neural3d-srn",
+           "--pipeline.model.samples-per-ray", "96", "--pipeline.model.grid-res", "32",
+           "--pipeline.model.grid-warmup", "32", "--pipeline.model.grid-every", "2",
+           "neural3d-srn",
            "pipeline.model.field:triplane", "--pipeline.model.field.resolution", "64"]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400,
                          cwd=tmp_path)
@@ -315,6 +320,9 @@ def test_ns_train_short_cpu_run_lowers_loss(toy_object, tmp_path):
     ckpt = sorted((run / "nerfstudio_models").glob("step-*.ckpt"))[-1]
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert any(k.startswith("_model.field.") for k in state["pipeline"])
+    # the occupancy grid was refreshed by the training callback: empty space carved away (the
+    # density EMA starts at 1e3 and decays by 0.8 per refresh: ~40 refreshes before any carving)
+    assert 0.0 < float(state["pipeline"]["_model.grid.occ"].float().mean()) < 0.9
     # held-out PSNR by nerfstudio's own evaluator beats rendering nothing (all background)
     out = tmp_path / "eval.json"
     res = subprocess.run([_ns_bin("ns-eval"), "--load-config", str(run / "config.yml"),
@@ -330,3 +338,62 @@ def test_ns_train_short_cpu_run_lowers_loss(toy_object, tmp_path):
     blank = float(psnr(torch.ones_like(held), held))
     got = json.loads(out.read_text())["results"]["psnr"]
     assert got > blank + 6.0, (got, blank)  # ~22 dB vs ~10 dB
+
+
+def test_occupancy_grid_callback_follows_fit_schedule_and_carves_empty_space(toy_object):
+    """The training callback refreshes the grid on fit's schedule; once the field is empty
+    somewhere, those cells stop being sampled. ``occupancy_grid=False``: stratified samples."""
+    _ns()
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
+
+    from neural3d.fields import TriplaneFieldConfig
+    from neural3d.integrations.nerfstudio import SRNDataParserConfig
+    from neural3d.integrations.nerfstudio.model import Neural3DModelConfig
+
+    out = SRNDataParserConfig(data=toy_object).setup().get_dataparser_outputs("train")
+    cfg = Neural3DModelConfig(field=TriplaneFieldConfig(resolution=16), backend="torch",
+                              grid_res=16, grid_every=4, grid_warmup=8, samples_per_ray=48)
+    torch.manual_seed(0)
+    model = cfg.setup(scene_box=out.scene_box, num_train_data=len(out.image_filenames),
+                      metadata=out.metadata, device="cpu")
+    attrs = TrainingCallbackAttributes(optimizers=None, grad_scaler=None, pipeline=None,
+                                       trainer=None)
+    callbacks = model.get_training_callbacks(attrs)
+    assert len(callbacks) == 1
+
+    def run(step):
+        for cb in callbacks:
+            cb.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+
+    class Ball(torch.nn.Module):  # an empty field except a red ball of radius 0.2
+        def forward(self, p, d=None):
+            sigma = torch.where(p.norm(dim=-1) < 0.2, 50.0, 0.0)
+            return sigma, torch.tensor([1.0, 0.0, 0.0]).expand(*p.shape[:-1], 3)
+
+    model.field = Ball()
+    rb = out.cameras.generate_rays(camera_indices=0, keep_shape=True).flatten()
+    model.eval()
+    with torch.no_grad():
+        before = model.renderer(model.field, rb.origins, rb.directions, sampler=model.grid)
+    for step in range(0, 8):  # before the warm-up: untouched
+        run(step)
+    assert bool(model.grid.occ.all())
+    for step in range(8, 8 + 4 * 40):  # the EMA starts at 1e3 and decays by 0.8 per refresh
+        run(step)
+    occupied = float(model.grid.occ.float().mean())
+    assert 0.0 < occupied < 0.25  # the ball, dilated by one cell
+    with torch.no_grad():
+        after = model.renderer(model.field, rb.origins, rb.directions, sampler=model.grid)
+    assert after["samples"] < 0.2 * before["samples"]
+    assert float((before["opacity"] > 0.5).float().mean()) > 0.01  # the ball is in view
+    torch.testing.assert_close(after["rgb"], before["rgb"])
+    # the grid is state: it is saved with the model
+    assert {"grid.occ", "grid.density_ema"} <= set(model.state_dict())
+
+    off = Neural3DModelConfig(field=TriplaneFieldConfig(resolution=16), backend="torch",
+                              occupancy_grid=False).setup(
+        scene_box=out.scene_box, num_train_data=1, metadata=out.metadata, device="cpu")
+    assert off.grid is None and off.get_training_callbacks(attrs) == []
+    with pytest.raises(ValueError, match="num_importance"):
+        Neural3DModelConfig(num_importance=8).setup(
+            scene_box=out.scene_box, num_train_data=1, metadata=out.metadata, device="cpu")

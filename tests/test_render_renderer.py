@@ -92,3 +92,92 @@ def test_renderer_feature_channels_and_config_validation():
         RendererConfig(n_samples=0)
     with pytest.raises(ValueError):
         RendererConfig(backend="gpu")
+
+
+def _triplane_field(seed=0):
+    from neural3d.fields import TriplaneField
+
+    torch.manual_seed(seed)
+    return TriplaneField(resolution=8, channels=4, hidden=16, layers=1, init_std=0.5,
+                         aabb=(-0.5, -0.5, -0.5, 0.5, 0.5, 0.5),
+                         density_activation="trunc_exp")
+
+
+def _rays(n=64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    o = torch.randn(n, 3, generator=g) * 0.1 + torch.tensor([0.0, 0.0, -2.0])
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g) * 0.3
+                                      + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
+    return o, d
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_and_padded_renders_of_the_same_samples_agree(backend):
+    from neural3d.render import OccupancyGridSampler, RaySamples
+    from neural3d.render.reference import packed_to_padded
+
+    field = _triplane_field()
+    aabb = (-0.5, -0.5, -0.5, 0.5, 0.5, 0.5)
+    c = (torch.arange(8) + 0.5) / 8 - 0.5
+    hull = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).norm(dim=-1) < 0.4
+    grid = OccupancyGridSampler(torch.tensor(aabb), 8, hull, step=0.03)
+    o, d = _rays()
+    packed = grid(o, d, jitter=torch.rand(64, generator=torch.Generator().manual_seed(2)))
+    assert packed.packed and int((packed.counts == 0).sum()) > 0  # some rays see nothing
+    # the same samples padded: zero-length padding intervals contribute nothing
+    ts, _ = packed_to_padded(packed.t_starts, packed.offsets, packed.counts)
+    te, _ = packed_to_padded(packed.t_ends, packed.offsets, packed.counts)
+    padded = RaySamples(ts, te)
+    r = VolumeRenderer(RendererConfig(aabb=aabb, background=(0.2, 0.4, 0.6), backend=backend))
+    outs = [r(field, o, d, sampler=lambda *a, s=s, **k: s, return_weights=True)
+            for s in (packed, padded)]
+    for key in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(outs[0][key], outs[1][key], rtol=1e-5, atol=1e-6)
+    assert outs[0]["samples"] == packed.num_samples and outs[0]["backend"] == backend
+    assert outs[0]["weights"].shape == (packed.num_samples,)
+    assert torch.equal(outs[0]["ray_indices"], packed.ray_indices)
+    # packed positions given by the sampler are where the field is evaluated
+    assert packed.positions is not None
+    again = r(field, o, d, sampler=lambda *a, **k: RaySamples(
+        packed.t_starts, packed.t_ends, ray_indices=packed.ray_indices,
+        offsets=packed.offsets, counts=packed.counts))
+    torch.testing.assert_close(again["rgb"], outs[0]["rgb"], rtol=1e-5, atol=1e-6)
+
+
+def test_renderer_takes_a_sampler_at_construction_or_per_call_and_reports_timings():
+    from neural3d.render import StratifiedSampler, default_sampler
+
+    field = _triplane_field()
+    o, d = _rays(16)
+    cfg = RendererConfig(n_samples=8, aabb=(-0.5, -0.5, -0.5, 0.5, 0.5, 0.5))
+    assert isinstance(default_sampler(cfg), StratifiedSampler)
+    a = VolumeRenderer(cfg, sampler=StratifiedSampler(24)).eval()
+    b = VolumeRenderer(cfg).eval()
+    timings = {}
+    out_a = a(field, o, d, timings=timings)
+    out_b = b(field, o, d, sampler=StratifiedSampler(24))
+    assert out_a["samples"] == 16 * 24 and torch.equal(out_a["rgb"], out_b["rgb"])
+    assert set(timings) == {"sample", "field", "composite"}
+    assert all(v >= 0 for v in timings.values())
+    assert b(field, o, d)["samples"] == 16 * 8
+
+
+def test_render_image_chunks_restore_modes_and_clamp():
+    from neural3d.cameras import Cameras, orbit_path
+    from neural3d.render import render_image
+
+    field = _triplane_field()
+    cams = Cameras(orbit_path(2, radius=2.0), 20.0, 20.0, 6.0, 5.0, 12, 10)
+    r = VolumeRenderer(RendererConfig(n_samples=16, aabb=(-0.5, -0.5, -0.5, 0.5, 0.5, 0.5),
+                                      background=(1.5, 1.5, 1.5)))  # > 1: clamped
+    r.train()
+    img = render_image(r, field, cams, chunk=7)
+    assert img.shape == (2, 10, 12, 3) and r.training and field.training
+    o, d = cams.pixel_rays()
+    with torch.no_grad():
+        ref = r.eval()(field, o.reshape(-1, 3), d.reshape(-1, 3))["rgb"]
+    torch.testing.assert_close(img, ref.reshape(2, 10, 12, 3).clamp(0, 1), rtol=0, atol=0)
+    assert float(img.max()) == 1.0 and float(ref.max()) > 1.0
+    assert render_image(r, field, cams, chunk=1000).equal(img)
+    with pytest.raises(ValueError, match="chunk"):
+        render_image(r, field, cams, chunk=0)

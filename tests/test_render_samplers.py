@@ -4,12 +4,15 @@ import pytest
 import torch
 
 from neural3d.render import (
+    ImportanceSampler,
+    StratifiedSampler,
     importance_samples,
     near_far_aabb,
     near_far_sphere,
     sample_pdf,
     stratified_samples,
 )
+from neural3d.render.samplers import uniform
 
 
 def test_near_far_aabb_hits_and_misses():
@@ -73,3 +76,59 @@ def test_importance_samples_merge_intervals():
     d2 = importance_samples(s, e, w, 32, deterministic=True)
     d3 = importance_samples(s, e, w, 32, deterministic=True)
     assert torch.equal(d2[0], d3[0])
+
+
+def _rays(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    o = torch.randn(n, 3, generator=g) * 0.1 + torch.tensor([0.0, 0.0, -3.0])
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g) * 0.2
+                                      + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
+    near, far, hit = near_far_aabb(o, d, (-1, -1, -1, 1, 1, 1))
+    return o, d, near, far, hit
+
+
+def test_stratified_sampler_is_stratified_samples():
+    o, d, near, far, hit = _rays()
+    sampler = StratifiedSampler(8)
+    plain = sampler(o, d, near, far, hit)
+    assert not plain.packed and plain.num_samples == 6 * 8 and plain.hit is hit
+    ref = stratified_samples(near, far, 8)
+    assert torch.equal(plain.t_starts, ref[0]) and torch.equal(plain.t_ends, ref[1])
+    jit = sampler(o, d, near, far, hit, jitter=True, generator=torch.Generator().manual_seed(4))
+    ref = stratified_samples(near, far, 8, jitter=True, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(jit.t_starts, ref[0]) and torch.equal(jit.t_ends, ref[1])
+    u = torch.rand(6, 9, generator=torch.Generator().manual_seed(5))
+    given = sampler(o, d, near, far, hit, jitter=u)
+    ref = stratified_samples(near, far, 8, jitter=True, uniforms=u)
+    assert torch.equal(given.t_starts, ref[0]) and torch.equal(given.t_ends, ref[1])
+    with pytest.raises(ValueError, match="n_samples"):
+        StratifiedSampler(0)
+
+
+def test_importance_sampler_is_importance_samples_of_the_coarse_weights():
+    o, d, near, far, hit = _rays()
+    w = torch.rand(6, 8, generator=torch.Generator().manual_seed(1))
+    seen = []
+
+    def weights_fn(samples):
+        seen.append(samples)
+        return w
+
+    sampler = ImportanceSampler(StratifiedSampler(8), 16)
+    for jitter in (False, True):
+        out = sampler(o, d, near, far, hit, jitter=jitter,
+                      generator=torch.Generator().manual_seed(2), weights_fn=weights_fn)
+        g = torch.Generator().manual_seed(2)
+        s, e = stratified_samples(near, far, 8, jitter=jitter, generator=g)
+        assert torch.equal(seen[-1].t_starts, s)
+        ref = importance_samples(s, e, w, 16, generator=g, deterministic=not jitter)
+        assert torch.equal(out.t_starts, ref[0]) and torch.equal(out.t_ends, ref[1])
+        assert out.t_starts.shape == (6, 24)
+    with pytest.raises(ValueError, match="weights_fn"):
+        sampler(o, d, near, far, hit)
+
+
+def test_uniform_draws_on_the_generators_device():
+    a = uniform((4, 3), torch.Generator().manual_seed(7), torch.float64, "cpu")
+    b = torch.rand((4, 3), generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert torch.equal(a, b)

@@ -34,8 +34,15 @@ from torch import nn
 from neural3d.config import from_dict, to_dict
 from neural3d.export.media import write_image_rows, write_video
 from neural3d.fields import FieldConfig, TriplaneFieldConfig, build_field
-from neural3d.methods.occupancy import OccupancyGrid, grid_bounds, march, visual_hull
-from neural3d.render.samplers import near_far_aabb
+from neural3d.render import (
+    OccupancyGridSampler,
+    RendererConfig,
+    VolumeRenderer,
+    grid_bounds,
+    near_far_aabb,
+    render_image,
+    visual_hull,
+)
 
 
 @dataclass
@@ -71,14 +78,16 @@ class FitConfig:
 
 # ----------------------------------------------------------------------------------- model
 class FitModel(nn.Module):
-    """A field plus its occupancy grid; ``render_rays`` marches packed samples."""
+    """A field plus its occupancy grid (``grid``, an :class:`OccupancyGridSampler`), rendered
+    by a :class:`VolumeRenderer` with the grid's packed samples and an explicit background."""
 
     def __init__(self, field: FieldConfig, aabb: torch.Tensor, grid_res: int,
                  hull: torch.Tensor | None, step: float, background=(1.0, 1.0, 1.0)):
         super().__init__()
         self.field_config = field
         self.field = build_field(field, aabb)
-        self.grid = OccupancyGrid(aabb, grid_res, hull)
+        self.grid = OccupancyGridSampler(aabb, grid_res, hull, step=float(step))
+        self.renderer = VolumeRenderer(RendererConfig(aabb=tuple(self.grid.aabb.tolist())))
         self.step = float(step)
         self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32))
 
@@ -89,33 +98,31 @@ class FitModel(nn.Module):
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor,
                     jitter: torch.Tensor | None = None, timings: dict | None = None
                     ) -> dict[str, torch.Tensor]:
-        from neural3d.render import composite_packed
-
-        t0 = time.perf_counter()
-        pos, ts, te, offsets, counts, _ = march(origins, dirs, self.grid, self.step, jitter)
-        t1 = time.perf_counter()
-        d = dirs.repeat_interleave(counts, 0)
-        sigma, rgb = self.field(pos[None], d[None])
-        sigma, rgb = sigma[0], rgb[0]
-        t2 = time.perf_counter()
-        res = composite_packed(sigma, rgb, ts, te, offsets, counts, background=self.background)
-        t3 = time.perf_counter()
+        """Rays ``[R, 3]`` -> ``rgb [R, 3]``, ``opacity [R]``, ``depth [R]``, ``samples`` (a
+        0-d tensor) and ``backend``. ``jitter [R]`` in [0, 1) shifts each ray's samples
+        (training); None: the step midpoints. ``timings`` accumulates the seconds spent in
+        ``march``, ``field`` and ``composite``, the ``samples`` and the ``backend``."""
+        tm: dict = {}
+        out = self.renderer(self.field, origins, dirs, sampler=self.grid,
+                            background=self.background,
+                            jitter=False if jitter is None else jitter, timings=tm)
         if timings is not None:
-            for k, v in (("march", t1 - t0), ("field", t2 - t1), ("composite", t3 - t2)):
-                timings[k] = timings.get(k, 0.0) + v
-            timings["samples"] = timings.get("samples", 0) + int(pos.shape[0])
-            timings["backend"] = res.backend
-        return {"rgb": res.features, "opacity": res.opacity, "depth": res.depth,
-                "samples": torch.tensor(float(pos.shape[0])), "backend": res.backend}
+            for ours, theirs in (("march", "sample"), ("field", "field"),
+                                 ("composite", "composite")):
+                timings[ours] = timings.get(ours, 0.0) + tm[theirs]
+            timings["samples"] = timings.get("samples", 0) + out["samples"]
+            timings["backend"] = out["backend"]
+        return {"rgb": out["rgb"], "opacity": out["opacity"], "depth": out["depth"],
+                "samples": torch.tensor(float(out["samples"])), "backend": out["backend"]}
 
-    @torch.no_grad()
     def render_image(self, cams, chunk: int = 8192) -> torch.Tensor:
-        """Render one camera (``len(cams) == 1``) -> ``[H, W, 3]``."""
-        o, d = cams.pixel_rays()
-        o, d = o.reshape(-1, 3), d.reshape(-1, 3)
-        out = [self.render_rays(o[s:s + chunk], d[s:s + chunk])["rgb"]
-               for s in range(0, o.shape[0], chunk)]
-        return torch.cat(out).reshape(cams.height, cams.width, 3).clamp(0, 1)
+        """Render one camera (``len(cams) == 1``) -> ``[H, W, 3]`` in [0, 1], on the model's
+        device (:func:`neural3d.render.render_image`)."""
+        if len(cams) != 1:
+            raise ValueError(f"FitModel.render_image renders one camera, got {len(cams)}")
+        return render_image(self.renderer, self.field, cams, chunk,
+                            device=self.background.device, sampler=self.grid,
+                            background=self.background)[0]
 
 
 def model_record(model: FitModel, cfg: FitConfig, cams, extra: dict | None = None) -> dict:

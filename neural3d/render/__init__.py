@@ -10,8 +10,19 @@ from neural3d.render.composite import (
     composite_alphas,
     composite_packed,
 )
-from neural3d.render.renderer import RendererConfig, VolumeRenderer
+from neural3d.render.image import render_image
+from neural3d.render.occupancy import (
+    OccupancyGridSampler,
+    density_threshold,
+    grid_bounds,
+    visual_hull,
+)
+from neural3d.render.renderer import RendererConfig, VolumeRenderer, default_sampler
 from neural3d.render.samplers import (
+    ImportanceSampler,
+    RaySamples,
+    Sampler,
+    StratifiedSampler,
     importance_samples,
     near_far_aabb,
     near_far_sphere,
@@ -21,14 +32,24 @@ from neural3d.render.samplers import (
 
 __all__ = [
     "CompositeResult",
+    "ImportanceSampler",
+    "OccupancyGridSampler",
+    "RaySamples",
     "RendererConfig",
+    "Sampler",
+    "StratifiedSampler",
     "VolumeRenderer",
     "composite",
     "composite_alphas",
     "composite_packed",
+    "default_sampler",
+    "density_threshold",
+    "grid_bounds",
     "importance_samples",
     "near_far_aabb",
     "near_far_sphere",
+    "render_image",
     "sample_pdf",
     "stratified_samples",
+    "visual_hull",
 ]

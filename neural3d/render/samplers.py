@@ -1,14 +1,29 @@
 """Ray bounds and sample placement: ray/AABB and ray/sphere near-far, stratified sampling with
-jitter, hierarchical importance sampling (inverse CDF) from weights.
+jitter, hierarchical importance sampling (inverse CDF) from weights; and the samplers built on
+them, which all follow one protocol (:class:`Sampler`) and return :class:`RaySamples`.
 
-Intervals are returned as ``(t_starts, t_ends)`` of shape ``[R, S]``, laid end to end.
-Randomness is explicit: pass a ``torch.Generator`` (or the uniforms themselves).
+The functional helpers return intervals as ``(t_starts, t_ends)`` of shape ``[R, S]``, laid end
+to end. Randomness is explicit: pass a ``torch.Generator`` (or the uniforms themselves). A CPU
+generator also serves rays on another device: the draws are made on the generator's device and
+moved, so they are the same numbers as on the CPU.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
+
+
+def uniform(shape, generator: torch.Generator | None = None, dtype=torch.float32,
+            device=None) -> torch.Tensor:
+    """``U[0, 1)`` draws of ``shape`` on ``device``, from ``generator`` (drawn on its device)
+    or, without one, from the global generator of ``device``."""
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, dtype=dtype, device=where).to(device)
 
 
 def near_far_aabb(
@@ -73,8 +88,7 @@ def stratified_samples(
     edges = edges.expand(r, n_samples + 1)
     if jitter:
         if uniforms is None:
-            uniforms = torch.rand((r, n_samples + 1), generator=generator, dtype=near.dtype,
-                                  device=near.device)
+            uniforms = uniform((r, n_samples + 1), generator, near.dtype, near.device)
         centres = 0.5 * (edges[:, 1:] + edges[:, :-1])
         lower = torch.cat([edges[:, :1], centres], -1)
         upper = torch.cat([centres, edges[:, -1:]], -1)
@@ -106,8 +120,7 @@ def sample_pdf(
             uniforms = torch.linspace(0.0, 1.0, n_samples + 2, dtype=w.dtype,
                                       device=w.device)[1:-1].expand(r, n_samples)
         else:
-            uniforms = torch.rand((r, n_samples), generator=generator, dtype=w.dtype,
-                                  device=w.device)
+            uniforms = uniform((r, n_samples), generator, w.dtype, w.device)
     u = uniforms.to(w.dtype).contiguous()
     idx = torch.searchsorted(cdf.contiguous(), u, right=True)
     below = (idx - 1).clamp(0, s - 1)
@@ -144,3 +157,101 @@ def importance_samples(
         edges = torch.cat([bins[:, :1], t_new, bins[:, -1:]], -1)
         edges = torch.sort(edges, -1).values
     return edges[:, :-1].contiguous(), edges[:, 1:].contiguous()
+
+
+# ----------------------------------------------------------------------------------- samplers
+@dataclass
+class RaySamples:
+    """Sample intervals along ``R`` rays, padded or packed.
+
+    Padded: ``t_starts, t_ends [R, S]``; ``hit [R]`` (optional) marks the rays whose samples
+    count (the others get density 0). Packed: ``t_starts, t_ends [N]`` with ``ray_indices [N]``
+    and per-ray ``offsets, counts [R]`` (ray ``r`` owns samples ``offsets[r] ..
+    offsets[r] + counts[r] - 1``, in order along the ray). ``positions`` (``[R, S, 3]`` /
+    ``[N, 3]``) are where the field is evaluated; None: the interval midpoints
+    ``o + (t0 + t1) / 2 * d``.
+    """
+
+    t_starts: torch.Tensor
+    t_ends: torch.Tensor
+    hit: torch.Tensor | None = None
+    ray_indices: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None
+    counts: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+
+    @property
+    def packed(self) -> bool:
+        return self.offsets is not None
+
+    @property
+    def num_samples(self) -> int:
+        return self.t_starts.numel()
+
+
+#: ``weights_fn(samples) -> weights``: renders ``samples`` through the field (the renderer's
+#: coarse pass) and returns their compositing weights; what two-pass samplers refine from.
+WeightsFn = Callable[[RaySamples], torch.Tensor]
+
+
+class Sampler(Protocol):
+    """``sampler(origins [R,3], directions [R,3], near [R], far [R], hit [R] | None, *,
+    jitter=False, generator=None, weights_fn=None) -> RaySamples``.
+
+    ``near``/``far``/``hit`` are the renderer's ray bounds (a sampler with its own box
+    intersects them with it). ``jitter``: False places samples deterministically, True draws
+    random offsets from ``generator``, a tensor gives the uniforms themselves (shape per
+    sampler). ``weights_fn`` is only used by two-pass samplers (:class:`ImportanceSampler`).
+    """
+
+    def __call__(self, origins: torch.Tensor, directions: torch.Tensor, near: torch.Tensor,
+                 far: torch.Tensor, hit: torch.Tensor | None = None, *,
+                 jitter: bool | torch.Tensor = False, generator: torch.Generator | None = None,
+                 weights_fn: WeightsFn | None = None) -> RaySamples: ...
+
+
+class StratifiedSampler:
+    """``n_samples`` contiguous intervals over ``[near, far]`` (:func:`stratified_samples`);
+    padded. A ``jitter`` tensor is the uniforms ``[R, n_samples + 1]``."""
+
+    def __init__(self, n_samples: int = 64):
+        if n_samples < 1:
+            raise ValueError(f"StratifiedSampler: n_samples must be >= 1, got {n_samples}")
+        self.n_samples = n_samples
+
+    def __call__(self, origins, directions, near, far, hit=None, *, jitter=False,
+                 generator=None, weights_fn=None) -> RaySamples:
+        uniforms = jitter if torch.is_tensor(jitter) else None
+        t_starts, t_ends = stratified_samples(
+            near, far, self.n_samples, jitter=uniforms is not None or bool(jitter),
+            generator=generator, uniforms=uniforms)
+        return RaySamples(t_starts, t_ends, hit=hit)
+
+
+class ImportanceSampler:
+    """Hierarchical sampling: the padded samples of ``base`` are rendered once through
+    ``weights_fn`` (the coarse pass), then ``n_importance`` more are drawn from their weights
+    (:func:`importance_samples`, coarse edges kept: ``S + n_importance`` intervals). Without
+    jitter the new samples are evenly spaced quantiles; with it they are random (``generator``).
+    """
+
+    def __init__(self, base: Sampler, n_importance: int):
+        if n_importance < 1:
+            raise ValueError(f"ImportanceSampler: n_importance must be >= 1, got "
+                             f"{n_importance}")
+        self.base, self.n_importance = base, n_importance
+
+    def __call__(self, origins, directions, near, far, hit=None, *, jitter=False,
+                 generator=None, weights_fn=None) -> RaySamples:
+        if weights_fn is None:
+            raise ValueError("ImportanceSampler needs weights_fn (the renderer's coarse pass)")
+        coarse = self.base(origins, directions, near, far, hit, jitter=jitter,
+                           generator=generator)
+        if coarse.packed:
+            raise ValueError("ImportanceSampler needs a padded base sampler")
+        weights = weights_fn(coarse).detach()
+        random = torch.is_tensor(jitter) or bool(jitter)
+        t_starts, t_ends = importance_samples(coarse.t_starts, coarse.t_ends, weights,
+                                              self.n_importance, generator=generator,
+                                              deterministic=not random)
+        return RaySamples(t_starts, t_ends, hit=hit)

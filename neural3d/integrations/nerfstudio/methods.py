@@ -2,8 +2,9 @@
 
 Both are a ``VanillaPipeline`` with a ``VanillaDataManager`` over our ``neural3d-srn`` dataparser
 (any other nerfstudio dataparser can be chosen on the command line) and :class:`Neural3DModel`.
-Defaults follow ``neural3d fit`` (its field configs, Adam at 1e-2 on the MLPs and 3e-2 on the
-planes / hash tables, exponential decay to 0.1x, 4096 rays per batch), with TV 1e-4 on triplanes.
+Defaults follow ``neural3d fit`` (its field configs, TV 1e-2 on triplanes included, Adam at 1e-2
+on the MLPs and 3e-2 on the planes / hash tables, exponential decay to 0.1x, 4096 rays per batch,
+its occupancy-grid empty-space skipping: see :class:`Neural3DModelConfig`).
 
 Import only nerfstudio's building blocks here, never ``nerfstudio.configs.method_configs``: that
 module discovers the plugins while it is being imported, so importing it from a plugin is a

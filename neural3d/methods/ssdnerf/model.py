@@ -15,7 +15,7 @@ from neural3d.diffusion.parameterization import DiffusionObjective
 from neural3d.diffusion.unet import UNet
 from neural3d.fields.triplane import TriplaneField
 from neural3d.methods.ssdnerf.config import SSDNeRFConfig
-from neural3d.render import RendererConfig, VolumeRenderer
+from neural3d.render import RendererConfig, VolumeRenderer, render_image
 
 
 class SSDNeRFModel(nn.Module):
@@ -49,34 +49,34 @@ class SSDNeRFModel(nn.Module):
         return x.reshape(x.shape[0], 3, self.C, self.R, self.R)
 
     # ------------------------------------------------------------------ rendering
+    def _latent_field(self, latents: torch.Tensor):
+        """The field of ``latents [B,3,C,R,R]`` over ``B`` equal groups of flat rays: the
+        renderer's ``positions [B*N, S, 3]`` -> ``(density [B*N, S], rgb [B*N, S, 3])``."""
+        B = latents.shape[0]
+
+        def fld(pos, _dirs):
+            S = pos.shape[-2]
+            sigma, rgb = self.field(pos.reshape(B, -1, S, 3), planes=latents)
+            return sigma.reshape(-1, S), rgb.reshape(-1, S, rgb.shape[-1])
+
+        return fld
+
     def render_rays(self, latents: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``latents [B,3,C,R,R]``, rays ``[B, N, 3]`` -> ``rgb [B, N, 3]``, ``opacity [B, N]``."""
         B, N = origins.shape[:2]
-
-        def fld(pos, _dirs):
-            S = pos.shape[1]
-            sigma, rgb = self.field(pos.reshape(B, N, S, 3), planes=latents)
-            return sigma.reshape(B * N, S), rgb.reshape(B * N, S, -1)
-
-        out = self.renderer(fld, origins.reshape(-1, 3), dirs.reshape(-1, 3),
-                            generator=generator)
+        out = self.renderer(self._latent_field(latents), origins.reshape(-1, 3),
+                            dirs.reshape(-1, 3), generator=generator)
         return {"rgb": out["rgb"].reshape(B, N, 3), "opacity": out["opacity"].reshape(B, N)}
 
     @torch.no_grad()
     def render_views(self, latent: torch.Tensor, cams, chunk: int = 4096) -> torch.Tensor:
-        """One latent ``[1,3,C,R,R]`` (or ``[3,C,R,R]``) at every camera -> ``[V, H, W, 3]``."""
+        """One latent ``[1,3,C,R,R]`` (or ``[3,C,R,R]``) at every camera -> ``[V, H, W, 3]``
+        (:func:`neural3d.render.render_image`, on the latent's device)."""
         if latent.dim() == 4:
             latent = latent[None]
-        was = self.training
-        self.eval()
-        o, d = cams.pixel_rays()
-        V, H, W = o.shape[:3]
-        o, d = o.reshape(-1, 3).to(latent), d.reshape(-1, 3).to(latent)
-        rgb = torch.cat([self.render_rays(latent, o[None, i:i + chunk], d[None, i:i + chunk])
-                         ["rgb"][0] for i in range(0, o.shape[0], chunk)])
-        self.train(was)
-        return rgb.reshape(V, H, W, 3).clamp(0, 1)
+        return render_image(self.renderer, self._latent_field(latent), cams, chunk,
+                            device=latent.device, dtype=latent.dtype)
 
     # ------------------------------------------------------------------ diffusion
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
