@@ -43,18 +43,10 @@ def make_object(res: int, train_views: int, test_views: int, seed: int = 0,
 
 def step_breakdown(cfg, train, steps: int = 8) -> dict[str, float]:
     """Share of a step in marching, field, compositing, backward (after a short warm-up)."""
-    from neural3d.methods.fit import FitModel, _param_groups, initial_aabb
-    from neural3d.render import grid_bounds, visual_hull
+    from neural3d.methods.fit import Fit
 
-    bg = torch.ones(3)
-    box0 = initial_aabb(train.cameras, None)
-    hull = visual_hull(train.images, train.cameras, bg, box0, res=cfg.grid_res)
-    box = grid_bounds(hull, box0, 2)
-    hull = visual_hull(train.images, train.cameras, bg, box, res=cfg.grid_res)
-    step = float((box[3:] - box[:3]).norm()) / (cfg.samples_per_ray or int(
-        min(max(1.5 * train.cameras.width, 96), 256)))
-    model = FitModel(cfg.field, box, cfg.grid_res, hull, step)
-    opt = torch.optim.Adam(_param_groups(model, cfg))
+    built = Fit(cfg, "cpu", train, log=lambda *a: None).build()
+    model, opt = built.modules["model"], built.optimizers["main"]
     o, d = train.cameras.pixel_rays()
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     rgb = train.images.reshape(-1, 3)
@@ -102,7 +94,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from neural3d.fields import FIELD_CONFIGS
-    from neural3d.methods.fit import FitConfig, fit_object
+    from neural3d.methods.fit import Fit, FitConfig
+    from neural3d.methods.training import train_method
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,13 +110,13 @@ def main() -> int:
     rows = []
     for name in [f for f in args.fields.split(",") if f]:
         kw = {"field": FIELD_CONFIGS[name](), "eval_every": args.eval_every, "turntable_frames": 0,
-              "eval_views_max": 16}
+              "eval_views_max": 16, "out_dir": f"{args.out}/{name}", "progress": False}
         if args.steps:
             kw["steps"] = args.steps
         cfg = FitConfig(**kw)
         load0 = os.getloadavg()[0]
-        m = fit_object(train, test, cfg, f"{args.out}/{name}", progress=False,
-                       time_budget=args.budget, log=lambda *a: None)
+        _, m = train_method(Fit(cfg, "cpu", train, test, log=lambda *a: None),
+                            time_budget=args.budget, log=lambda *a: None)
         curve = m.get("curve", [])
 
         def reach(db, curve=curve):

@@ -47,10 +47,10 @@ def test_render_and_export_mesh_commands(fitted, tmp_path):
     assert main(["render", str(ckpt), "--path", "spiral", "--frames", "3",
                  "--out", str(tmp_path / "s.mp4")]) == 0
     assert (tmp_path / "s.mp4").is_file() or (tmp_path / "s.gif").is_file()
+    import neural3d
     from neural3d.export.mesh import read_ply
-    from neural3d.methods.fit import load_fit_model
 
-    model, _ = load_fit_model(ckpt)
+    model = neural3d.load(ckpt).model
     # a level inside the density range of this (short) fit
     from neural3d.export import density_grid
 
@@ -96,11 +96,9 @@ def test_ply_round_trip_and_sphere_mesh(tmp_path):
         extract_mesh(dens, col, aabb, res=16, level=1e6)
 
 
-def test_unknown_override_is_an_error(toy_object, tmp_path):
-    from neural3d.config import ConfigError
-
-    with pytest.raises(ConfigError, match="rays"):
-        main(["fit", "--data", str(toy_object), "--out", str(tmp_path), "ray=5"])
+def test_unknown_override_is_an_error(toy_object, tmp_path, capsys):
+    assert main(["fit", "--data", str(toy_object), "--out", str(tmp_path), "ray=5"]) == 2
+    assert "unknown config key 'ray'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ typed field configs
@@ -150,23 +148,31 @@ def test_old_record_field_configs_equal_the_new_defaults(kind):
 
 
 def test_old_format_checkpoint_loads(fitted, tmp_path):
-    from neural3d.methods.fit import load_fit_model
+    """A checkpoint as the previous code wrote it (trainer format 1, record with `fit_config`,
+    `field` + `field_kwargs`) loads through neural3d.load and gives the same densities."""
+    import neural3d
 
     ckpt = torch.load(fitted / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["record"]["field"]["kind"] == "triplane"
-    old = dict(ckpt, record={**ckpt["record"], "field": "triplane",
-                             "field_kwargs": OLD_FIELD_DEFAULTS["triplane"]})
+    rec = ckpt["record"]
+    assert rec["method"] == "fit" and rec["config"]["field"]["kind"] == "triplane"
+    legacy = {k: rec[k] for k in ("aabb", "grid_res", "step", "background", "camera")}
+    legacy.update(method="fit", field="triplane", field_kwargs=OLD_FIELD_DEFAULTS["triplane"],
+                  fit_config={"field": "triplane", "field_kwargs": {}, "steps": 40,
+                              "rays": 512, "tv_weight": 0.01, "grid_res": 32})
+    old = {k: v for k, v in ckpt.items() if k not in ("modules", "emas", "schedulers")}
+    old.update(format="neural3d-trainer-1", record=legacy)
     torch.save(old, tmp_path / "old.pt")
-    new_model, _ = load_fit_model(fitted / "checkpoints" / "last.pt")
-    old_model, _ = load_fit_model(tmp_path / "old.pt")
+    new, before = neural3d.load(fitted / "checkpoints" / "last.pt"), neural3d.load(
+        tmp_path / "old.pt")
+    assert before.cfg.steps == 40 and before.cfg.rays == 512 and before.cfg.grid_res == 32
     pts = torch.rand(100, 3) * 0.6 - 0.3
-    assert torch.equal(old_model.density(pts), new_model.density(pts))
+    assert torch.equal(before.model.density(pts), new.model.density(pts))
 
 
 def test_fit_config_file_field_is_honoured(toy_object, tmp_path):
     """`--config` with an MLP field and no --field fits an MLP (--field used to override it)."""
+    import neural3d
     from neural3d.fields import MLPNeRF
-    from neural3d.methods.fit import load_fit_model
 
     cfg = tmp_path / "mlp.yaml"
     cfg.write_text("field: {kind: mlp, hidden: 32, layers: 2}\nrays: 64\nturntable_frames: 0\n"
@@ -175,9 +181,10 @@ def test_fit_config_file_field_is_honoured(toy_object, tmp_path):
     assert main(["fit", "--data", str(toy_object), "--config", str(cfg), "--steps", "2",
                  "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "metrics.json").read_text())["field"] == "mlp"
-    model, rec = load_fit_model(out / "checkpoints" / "last.pt")
+    loaded = neural3d.load(out / "checkpoints" / "last.pt")
+    model = loaded.model
     assert isinstance(model.field, MLPNeRF) and len(model.field.layers) == 2
-    assert rec["field"] == {"kind": "mlp", "pos_freqs": 8, "hidden": 32, "layers": 2,
+    assert loaded.record()["config"]["field"] == {"kind": "mlp", "pos_freqs": 8, "hidden": 32, "layers": 2,
                             "skips": [2], "density_activation": "trunc_exp",
                             "view_dependent": False, "dir_freqs": 4, "out_channels": 3,
                             "rgb": True}

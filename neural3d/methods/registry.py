@@ -91,6 +91,7 @@ class Method:
         self.checkpoint_path: str | None = None   # set by load()
         self.checkpoint_step = 0
         self.train_seconds = 0.0                  # set by train_method (evaluation excluded)
+        self.clock = None                         # its TrainingClock while it runs
 
     # ------------------------------------------------------------------ training
     def train_config(self):

@@ -17,6 +17,18 @@ from typing import Any
 from neural3d.methods.registry import Method
 
 
+class TrainingClock:
+    """Seconds of training so far: wall time since :meth:`start` minus the time spent in
+    :meth:`Method.evaluate` (what time budgets and time-to-quality curves count)."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.evaluating = 0.0
+
+    def seconds(self) -> float:
+        return time.time() - self.started - self.evaluating
+
+
 def train_method(method: Method, steps: int | None = None, time_budget: float | None = None,
                  log=print):
     """Train ``method`` with the shared trainer; returns ``(trainer, summary)`` where
@@ -60,21 +72,21 @@ def _train(method: Method, steps: int | None, time_budget: float | None, log):
     method.setup(trainer)
     if trainer.maybe_resume() and rank == 0:
         log(f"resumed from {trainer.ckpt_path} at step {trainer.step}")
-    clock = {"start": time.time(), "eval": 0.0}
+    clock = method.clock = TrainingClock()
 
     def evaluate(s: int):
         t0 = time.time()
         try:
             return method.evaluate(trainer, s)
         finally:
-            clock["eval"] += time.time() - t0
+            clock.evaluating += time.time() - t0
 
     def stop(s: int) -> bool:
-        spent = time.time() - clock["start"] - clock["eval"]
-        return (time_budget is not None and spent > time_budget) or method.should_stop(trainer, s)
+        return (time_budget is not None and clock.seconds() > time_budget) or \
+            method.should_stop(trainer, s)
 
     trainer.fit(lambda s: method.step(trainer, s), steps=steps, eval_fn=evaluate, stop_fn=stop)
-    method.train_seconds = time.time() - clock["start"] - clock["eval"]
+    method.train_seconds = clock.seconds()
     summary: dict[str, Any] = method.finish(trainer) if rank == 0 else {}
     trainer.close()
     return trainer, summary

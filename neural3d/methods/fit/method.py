@@ -1,0 +1,302 @@
+"""``fit``: one field fitted to the posed views of one object or scene.
+
+Speed on CPUs comes from where the samples go, not from the network:
+
+- the scene box is tightened to the **visual hull** of the training views (pixels that match the
+  background carve space away), and an **occupancy grid** inside it (hull ∩ cells whose density
+  is above a threshold, refreshed every few steps) decides which samples are evaluated at all;
+- rays march with a fixed step through occupied cells only and are composited **packed** by the
+  shared :class:`~neural3d.render.VolumeRenderer` (the fused C++/CUDA kernel when available);
+- ray batches come from all training pixels that see the box, with foreground-weighted sampling
+  early on; white (explicit) background compositing; Adam with a higher learning rate on the
+  field's tables (triplanes, hash grids) and the field's own regularisers (the triplane's TV);
+  exponential LR decay.
+
+After training, :meth:`Fit.finish` writes ``metrics.json``, ``renders.png`` (held-out truth |
+render | error) and ``turntable.mp4`` next to the checkpoint (``OUT/checkpoints/last.pt``), whose
+record holds the config and the scene geometry; :func:`neural3d.load` rebuilds it for
+``neural3d render`` and ``neural3d export``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neural3d.fields import FieldConfig, TriplaneFieldConfig
+from neural3d.methods.fit.model import FitModel, camera_record, record_field_config
+from neural3d.methods.fit.outputs import path_cameras, save_renders_png, write_turntable
+from neural3d.methods.registry import Built, Method, module_states, register_method
+from neural3d.render import grid_bounds, near_far_aabb, visual_hull
+
+
+@dataclass
+class FitConfig:
+    """Single-object fitting (``neural3d fit`` / ``neural3d train fit``)."""
+
+    data: str = ""              # object folder (SRN layout), Blender scene or transforms.json
+    eval_data: str = ""         # held-out views; "" = the layout's own (data/scenes.py)
+    res: int = 0                # resize images to res x res (0 = native)
+    out_dir: str = "runs/fit"
+    resume: str = ""            # "" = a fresh run, "auto" = continue OUT/checkpoints/last.pt
+    progress: bool = True
+    # the field: any registered kind (YAML `field: {kind: hashgrid, n_levels: 8}` or
+    # `field: mlp`; overrides `field.kind=mlp field.hidden=64`); its regularisers (the
+    # triplane's TV, `field.tv_weight`) come with it
+    field: FieldConfig = dataclasses.field(default_factory=TriplaneFieldConfig)
+    steps: int = 1500
+    rays: int = 4096
+    seed: int = 0
+    lr: float = 1e-2            # networks
+    plane_lr: float = 3e-2      # triplane planes / hash tables
+    lr_final_ratio: float = 0.1  # exponential decay to lr * ratio at the last step
+    samples_per_ray: int = 0    # steps across the box diagonal; 0 = auto from the resolution
+    grid_res: int = 64          # occupancy grid cells per axis
+    grid_every: int = 16        # occupancy refresh interval (steps)
+    grid_warmup: int = 128      # first refresh
+    grid_alpha: float = 0.005   # a cell is occupied when 1 - exp(-sigma * step) exceeds this
+    fg_fraction: float = 0.7    # share of rays drawn from foreground pixels, early
+    fg_steps: float = 0.3       # ... for this fraction of the steps
+    aabb: list = dataclasses.field(default_factory=list)  # empty: cameras + hull
+    eval_every_views: int = 8   # without eval data hold out every N-th view
+    ema_decay: float = 0.0
+    grad_clip: float = 0.0
+    log_every: int = 25
+    eval_every: int = 0         # held-out PSNR every N steps (curve in metrics.json); 0 = off
+    eval_views_max: int = 8     # ... on at most this many held-out views
+    ckpt_every: int = 500
+    turntable_frames: int = 48
+    chunk: int = 8192           # rays per chunk when rendering images
+
+
+
+
+@register_method
+class Fit(Method):
+    """Fits ``cfg.field`` to ``train`` views (read from ``cfg.data`` unless given, with the
+    held-out views of :func:`neural3d.data.scenes.train_and_heldout`)."""
+
+    name = "fit"
+    summary = "one field (triplane, hash grid, MLP) fitted to the posed views of one object"
+    Config = FitConfig
+
+    def __init__(self, cfg: FitConfig, device="cpu", train=None, held=None, log=print):
+        super().__init__(cfg, device)
+        self.train_views, self.held_views, self.log = train, held, log
+        self.geometry: dict[str, Any] = {}   # box, grid, step, background, camera, data
+
+    @property
+    def model(self) -> FitModel:
+        return self.modules["model"]
+
+    def train_config(self):
+        from neural3d.train import TrainConfig
+
+        c = self.cfg
+        return TrainConfig(steps=c.steps, seed=c.seed, out_dir=c.out_dir, log_every=c.log_every,
+                           ckpt_every=c.ckpt_every, ema_decay=c.ema_decay,
+                           eval_every=c.eval_every, grad_clip=c.grad_clip, progress=c.progress,
+                           resume=c.resume)
+
+    # ------------------------------------------------------------------ training
+    def _read_data(self) -> None:
+        from neural3d.data.scenes import train_and_heldout
+
+        if self.train_views is not None:
+            return
+        c = self.cfg
+        if not c.data:
+            from neural3d.config import ConfigError
+
+            raise ConfigError("data: the object to fit is not set (--data or data=PATH)")
+        self.train_views, self.held_views, note = train_and_heldout(
+            c.data, c.eval_every_views, c.res or None, c.eval_data or None)
+        v = self.train_views
+        self.log(f"fit: {v.object_id}: {len(v)} training views at {v.images.shape[2]}x"
+                 f"{v.images.shape[1]}, {note}; field {c.field.kind}, {c.steps} steps -> "
+                 f"{c.out_dir}")
+
+    def build(self) -> Built:
+        from neural3d.data.scenes import camera_aabb, scale_aabb, toy_aabb
+
+        self._read_data()
+        c, train = self.cfg, self.train_views
+        torch.manual_seed(c.seed)
+        cams = train.cameras
+        H, W = train.images.shape[1:3]
+        bg = torch.as_tensor(train.background, dtype=torch.float32)
+        if c.aabb:
+            box = torch.as_tensor(c.aabb, dtype=torch.float32)
+            hull = visual_hull(train.images, cams, bg, box, res=c.grid_res, masks=train.masks)
+        else:
+            toy = toy_aabb(train.path)
+            box0 = scale_aabb(toy, 1.1) if toy is not None else camera_aabb(cams)
+            hull = visual_hull(train.images, cams, bg, box0, res=c.grid_res, masks=train.masks)
+            box = grid_bounds(hull, box0, margin_cells=2)
+            hull = visual_hull(train.images, cams, bg, box, res=c.grid_res, masks=train.masks)
+        n_steps = c.samples_per_ray or int(min(max(1.5 * max(H, W), 96), 256))
+        step = float((box[3:] - box[:3]).norm()) / n_steps
+        model = FitModel(c.field, box, c.grid_res, hull, step, tuple(train.background))
+        self.log(f"box {[round(x, 3) for x in box.tolist()]}, hull occupies "
+                 f"{float(hull.float().mean()) * 100:.1f}% of {c.grid_res}^3 cells, "
+                 f"step {step:.4f} ({n_steps} across the diagonal)")
+        self.geometry = {"aabb": box.tolist(), "grid_res": c.grid_res, "step": step,
+                         "background": list(train.background), "camera": camera_record(cams),
+                         "data": train.path}
+        # all rays that see the box, with their colours and a foreground flag
+        o, d = cams.pixel_rays()
+        o, d, rgb = o.reshape(-1, 3), d.reshape(-1, 3), train.images.reshape(-1, 3)
+        _, _, hit = near_far_aabb(o, d, box)
+        dev = self.device
+        self.rays = (o[hit].to(dev), d[hit].to(dev), rgb[hit].to(dev))
+        self.fg_idx = ((rgb[hit] - bg).abs().amax(-1) > 0.03).nonzero()[:, 0]
+        model.to(dev)
+        opt = torch.optim.Adam(model.field.param_groups(c.lr, c.plane_lr), betas=(0.9, 0.99),
+                               eps=1e-15)
+        sched = torch.optim.lr_scheduler.ExponentialLR(
+            opt, c.lr_final_ratio ** (1.0 / max(c.steps, 1)))
+        return Built({"model": model}, {"main": opt}, sched)
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), **self.geometry}
+
+    def setup(self, trainer) -> None:
+        self.g_rays = trainer.generator("rays")
+        self.g_grid = trainer.generator("grid")
+        self.occupied = float(self.model.grid.occ.float().mean())
+        self.curve: list[dict[str, float]] = []
+
+    def step(self, trainer, it: int) -> dict[str, torch.Tensor]:
+        c, model = self.cfg, self.model
+        frac = model.grid.update_every_n_steps(it, model.density, self.g_grid,
+                                               every=c.grid_every, warmup=c.grid_warmup,
+                                               alpha=c.grid_alpha)
+        if frac is not None:
+            self.occupied = frac
+        o, d, rgb = self.rays
+        R, n_rays, fg = c.rays, o.shape[0], self.fg_idx
+        if it < int(c.fg_steps * c.steps) and fg.numel() > 0:
+            n_fg = int(R * c.fg_fraction)
+            sel = torch.cat([fg[torch.randint(0, fg.numel(), (n_fg,), generator=self.g_rays)],
+                             torch.randint(0, n_rays, (R - n_fg,), generator=self.g_rays)])
+        else:
+            sel = torch.randint(0, n_rays, (R,), generator=self.g_rays)
+        jitter = torch.rand(R, generator=self.g_rays).to(self.device)
+        sel = sel.to(self.device)
+        res = model.render_rays(o[sel], d[sel], jitter)
+        mse = ((res["rgb"] - rgb[sel]) ** 2).mean()
+        loss = mse + sum(model.field.regularizers().values())
+        return {"loss": loss, "mse": mse.detach(), "psnr": -10 * torch.log10(mse.detach()),
+                "samples_per_ray": res["samples"] / R,
+                "occupied": torch.tensor(self.occupied)}
+
+    def _render_views(self, cams, n: int | None = None) -> torch.Tensor:
+        n = len(cams) if n is None else n
+        return torch.stack([self.model.render_image(cams[i], self.cfg.chunk).cpu()
+                            for i in range(n)])
+
+    def evaluate(self, trainer, it: int) -> dict[str, Any]:
+        """Held-out PSNR on up to ``eval_views_max`` views every ``eval_every`` steps (the
+        ``curve`` of metrics.json, with training seconds)."""
+        held = self.held_views
+        if not self.cfg.eval_every or held is None or len(held) == 0:
+            return {}
+        from neural3d.metrics import psnr
+
+        seconds = self.clock.seconds() if self.clock is not None else 0.0
+        pred = self._render_views(held.cameras, min(len(held), self.cfg.eval_views_max))
+        p = float(psnr(pred, held.images[:len(pred)]))
+        self.curve.append({"step": it, "seconds": round(seconds, 2), "psnr": p})
+        return {"psnr_heldout": p, "render": torch.cat([held.images[0], pred[0]], 1)}
+
+    def finish(self, trainer) -> dict[str, Any]:
+        """Evaluate all held-out views, write metrics.json, renders.png and the turntable."""
+        from neural3d.metrics import evaluate_views
+
+        c, model = self.cfg, self.model
+        out = Path(c.out_dir)
+        if trainer.stopped_early:
+            self.log(f"time budget reached at step {trainer.step}")
+        model.eval()
+        o, d, _ = self.rays
+        with torch.no_grad():
+            backend = model.render_rays(o[:64], d[:64])["backend"]
+        metrics: dict[str, Any] = {"field": c.field.kind, "steps": trainer.step,
+                                   "stopped_by_time_budget": trainer.stopped_early,
+                                   "train_seconds": round(self.train_seconds, 2)}
+        held = self.held_views
+        if held is not None and len(held) > 0:
+            preds = self._render_views(held.cameras)
+            metrics.update(evaluate_views(preds, held.images))
+            metrics["eval_views"] = len(held)
+            save_renders_png(out / "renders.png", held.images, preds)
+        else:
+            metrics.update({"psnr": None, "ssim": None, "lpips": None,
+                            "lpips_reason": "no held-out views"})
+        if self.curve:
+            metrics["curve"] = self.curve
+        metrics.update(backend=backend, device=str(self.device),
+                       train_views=len(self.train_views),
+                       resolution=list(self.train_views.images.shape[1:3]),
+                       final_train_psnr=trainer.history[-1].get("psnr")
+                       if trainer.history else None)
+        if c.turntable_frames > 0:
+            metrics["turntable"] = str(write_turntable(
+                out / "turntable.mp4", model, self.geometry["camera"], c.turntable_frames,
+                c.chunk))
+        metrics["checkpoint"] = str(trainer.ckpt_path)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return metrics
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def config_from_record(cls, record):
+        """Reads the older fit records too (``fit_config`` + ``field``/``field_kwargs``)."""
+        from neural3d.config import from_dict
+
+        if "config" in record:
+            return from_dict(FitConfig, dict(record["config"]))
+        old = dict(record["fit_config"])
+        old["field"] = record_field_config(record)
+        for key in ("field_kwargs", "tv_weight"):
+            old.pop(key, None)
+        return FitConfig(**{k: v for k, v in old.items()
+                            if k in {f.name for f in dataclasses.fields(FitConfig)}})
+
+    @classmethod
+    def from_checkpoint(cls, ckpt, device="cpu", ema="auto") -> Fit:
+        rec = ckpt["record"]
+        method = cls(cls.config_from_record(rec), device)
+        model = FitModel(method.cfg.field, torch.tensor(rec["aabb"]), rec["grid_res"], None,
+                         rec["step"], tuple(rec["background"]))
+        model.load_state_dict(module_states(ckpt, ema)["model"])
+        method.modules = {"model": model.to(method.device).eval()}
+        method.geometry = {k: rec[k] for k in ("aabb", "grid_res", "step", "background",
+                                                "camera") if k in rec}
+        return method
+
+    # ------------------------------------------------------------------ capabilities
+    def camera_path(self, kind: str = "orbit", frames: int = 48, width: int | None = None):
+        """Cameras on an orbit or the SRN spiral with the training intrinsics."""
+        return path_cameras(self.geometry["camera"], kind, frames, width)
+
+    def render(self, state, cameras) -> torch.Tensor:
+        """The fitted scene (``state`` is unused: a fit holds one scene) at ``cameras``."""
+        return self._render_views(cameras)
+
+    def export(self, out: Path, res: int = 128, level: float | None = None) -> list[Path]:
+        """A marching-cubes mesh with vertex colours (PLY)."""
+        from neural3d.export import extract_mesh, write_ply
+
+        model = self.model
+
+        def colour(p: torch.Tensor) -> torch.Tensor:
+            return model.field(p[None], None)[1][0]
+
+        verts, faces, cols = extract_mesh(model.density, colour, model.grid.aabb, res, level)
+        return [write_ply(out, verts, faces, cols)]
