@@ -132,7 +132,8 @@ def bench_samplers(args) -> dict:
         rows.append([name, str(r["nfe"]), f"{r['fid']:.2f}", f"{r['sec_per_sample']:.3f}",
                      f"{base['sec_per_sample'] / r['sec_per_sample']:.1f}x",
                      f"{100 * (r['fid'] / base['fid'] - 1):+.1f}%"])
-    print_table(f"Samplers on {exp.name} ({exp.model.architecture}, {exp.data.res}px, cfg {args.cfg}, "
+    print_table(f"Samplers on {exp.name} ({exp.model.architecture}, {exp.data.res}px, "
+                f"cfg {args.cfg}, "
                 f"{args.n_samples} samples vs {min(args.n_real, len(real))} real)",
                 ["sampler", "NFE", "FID", "s/sample", "speed-up", "FID vs DDPM"], rows)
     return res

@@ -13,7 +13,8 @@ DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """``auto`` (or None): CUDA when present (the ``LOCAL_RANK``-th GPU under torchrun), else
-    the CPU; ``cpu``; ``cuda`` / ``cuda:N`` (a :class:`~neural3d.config.ConfigError` when no GPU is visible)."""
+    the CPU; ``cpu``; ``cuda`` / ``cuda:N`` (a :class:`~neural3d.config.ConfigError` when no
+    GPU is visible)."""
     if isinstance(spec, torch.device):
         return spec
     spec = (spec or "auto").strip().lower()

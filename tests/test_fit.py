@@ -184,7 +184,8 @@ def test_fit_config_file_field_is_honoured(toy_object, tmp_path):
     loaded = neural3d.load(out / "checkpoints" / "last.pt")
     model = loaded.model
     assert isinstance(model.field, MLPNeRF) and len(model.field.layers) == 2
-    assert loaded.record()["config"]["field"] == {"kind": "mlp", "pos_freqs": 8, "hidden": 32, "layers": 2,
+    assert loaded.record()["config"]["field"] == {
+                            "kind": "mlp", "pos_freqs": 8, "hidden": 32, "layers": 2,
                             "skips": [2], "density_activation": "trunc_exp",
                             "view_dependent": False, "dir_freqs": 4, "out_channels": 3,
                             "rgb": True}

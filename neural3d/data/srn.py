@@ -40,7 +40,6 @@ from neural3d.data.core import (
 )
 
 
-
 def _numbers(text: str, path: Path, what: str) -> list[float]:
     tokens = text.replace(",", " ").split()
     out = []

@@ -219,7 +219,8 @@ def evaluate_nvs(method: str | None, ckpt: str | Path, data: str | Path, out: st
 
 # ----------------------------------------------------------------------------- generation
 def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
-                        out: str | Path, num: int = 64, split: str = "test", category: str | None = None,
+                        out: str | Path, num: int = 64, split: str = "test",
+                        category: str | None = None,
                         poses_per_sample: int = 4, seed: int = 0, device: str = "cpu",
                         inception: str | None = None, max_reference: int | None = None,
                         adapter=None, progress: bool = False) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from nerfstudio.data.dataparsers.base_dataparser import (  # noqa: E402
 from nerfstudio.data.scene_box import SceneBox  # noqa: E402
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification  # noqa: E402
 
-from neural3d.cameras import Cameras, to_nerfstudio  # noqa: E402
+from neural3d.cameras import to_nerfstudio  # noqa: E402
 from neural3d.data import DataError, MultiViewObject, read_srn_object  # noqa: E402
 from neural3d.data.core import IMAGE_EXTS  # noqa: E402
 from neural3d.data.scenes import camera_aabb, holdout_split, scale_aabb, toy_aabb  # noqa: E402

@@ -1,7 +1,7 @@
-"""One object per experiment: network + schedule + loss + sampling, for every model kind.
+"""One object per experiment: network + schedule + loss + sampling, for every architecture.
 
-``DiffusionPipeline(exp)`` builds the network of ``exp.model.architecture`` (``unet``, ``dit``, ``mdm``,
-``fdm``) for images in ``[-1, 1]`` with class labels ``0..num_classes-1`` (null label
+``DiffusionPipeline(exp)`` builds the network of ``exp.model.architecture`` (``unet``, ``dit``,
+``mdm``, ``fdm``) for images in ``[-1, 1]`` with class labels ``0..num_classes-1`` (null label
 ``num_classes``). ``forward(x0, y, generator, step)`` returns ``(loss, parts)`` (so the shared
 trainer can wrap it, DDP included); ``generate(n, y, sampler, steps, cfg_scale, generator)``
 returns images in ``[-1, 1]`` at ``exp.data.res``.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neural3d.methods.diffusion2d.config import DiffusionExperiment
 from neural3d.diffusion.dit import DiT
 from neural3d.diffusion.fdm import FDM
 from neural3d.diffusion.guidance import classifier_free_guidance
@@ -21,6 +20,7 @@ from neural3d.diffusion.parameterization import DiffusionObjective
 from neural3d.diffusion.samplers import sample as run_sampler
 from neural3d.diffusion.schedules import make_schedule
 from neural3d.diffusion.unet import UNet, drop_labels
+from neural3d.methods.diffusion2d.config import DiffusionExperiment
 
 ARCHITECTURES = ("unet", "dit", "mdm", "fdm")
 
