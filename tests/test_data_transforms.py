@@ -117,3 +117,27 @@ def test_transforms_bad_input(tmp_path):
     bad = json.loads(json.dumps(good))
     bad["frames"][0]["transform_matrix"] = [[1, 0, 0], [0, 1, 0]]
     expect(bad, r"transform_matrix must be 4x4")
+
+
+def test_splits_as_each_layout_defines_them(tmp_path):
+    """A Blender scene trains on transforms_train.json and is scored on transforms_test.json;
+    other layouts hold out every N-th view; --eval-data overrides both."""
+    from neural3d.data.scenes import holdout_split, train_and_heldout
+
+    assert holdout_split(10, 4) == ([1, 2, 3, 5, 6, 7, 9], [0, 4, 8])
+    assert holdout_split(1, 8) == ([0], []) and holdout_split(5, 1) == ([0, 1, 2, 3, 4], [])
+    write_blender(tmp_path / "lego", "train", n=4)
+    write_blender(tmp_path / "lego", "test", n=2)
+    train, held, note = train_and_heldout(tmp_path / "lego", every=2)
+    assert len(train) == 4 and len(held) == 2 and "transforms_test.json" in note
+    assert held.view_ids == ["r_0", "r_1"] and "test" in str(held.path)
+    (tmp_path / "lego" / "transforms_test.json").unlink()
+    train, held, note = train_and_heldout(tmp_path / "lego")
+    assert len(train) == 4 and held is None and "missing" in note
+    write_blender(tmp_path / "capture", "train", n=5)
+    (tmp_path / "capture" / "transforms_train.json").rename(
+        tmp_path / "capture" / "transforms.json")
+    train, held, note = train_and_heldout(tmp_path / "capture", every=2)
+    assert train.view_ids == ["r_1", "r_3"] and held.view_ids == ["r_0", "r_2", "r_4"]
+    train, held, _ = train_and_heldout(tmp_path / "capture", eval_path=tmp_path / "lego")
+    assert len(train) == 5 and len(held) == 4
