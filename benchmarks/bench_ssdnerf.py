@@ -74,7 +74,7 @@ def main() -> None:
     objs = ds.load(args.max_objects or None)
     reals = torch.cat([o.images for o in objs])
     results: dict = {"data": str(data), "test_objects": len(objs), "test_images": len(reals),
-                     "steps": {k: r.step for k, r in runs.items()}, "generation": {},
+                     "steps": {k: r.checkpoint_step for k, r in runs.items()}, "generation": {},
                      "reconstruction": {}}
 
     if not args.skip_gen:
