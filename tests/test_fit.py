@@ -189,3 +189,14 @@ def test_fit_config_file_field_is_honoured(toy_object, tmp_path):
                             "skips": [2], "density_activation": "trunc_exp",
                             "view_dependent": False, "dir_freqs": 4, "out_channels": 3,
                             "rgb": True}
+
+
+def test_device_flag_is_checked(toy_object, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert main(["fit", "--data", str(toy_object), "--out", str(tmp_path), "--device",
+                 "cuda"]) == 2
+    assert "no CUDA GPU is visible" in capsys.readouterr().err
+    assert main(["fit", "--data", str(toy_object), "--out", str(tmp_path), "--device",
+                 "tpu"]) == 2
+    assert "--device 'tpu'" in capsys.readouterr().err

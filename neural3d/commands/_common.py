@@ -96,6 +96,9 @@ def method_parser(command: str, cls, usage_doc: str) -> argparse.ArgumentParser:
 def _instance_keys(obj, prefix: str) -> list[tuple[str, str]]:
     """``(dotted key, repr of the value)`` for every leaf of a config instance."""
     out: list[tuple[str, str]] = []
+    kind = getattr(obj, "kind", None)
+    if isinstance(kind, str):  # a member of a tagged union (config.TaggedConfig)
+        out.append((f"{prefix}kind", repr(kind)))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
