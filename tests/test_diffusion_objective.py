@@ -30,10 +30,11 @@ def old_ssdnerf_loss(model, latents, generator=None, reduce=True):
     s = sigma.float().to(x0.device).view(-1, 1, 1, 1)
     x_t = a * x0 + s * noise
     pred = model.unet(x_t, t.to(x0.device, torch.float32))
-    tgt = P.target(model.kind, x0, noise, a, s)
+    kind = model.cfg.diffusion.parameterization
+    tgt = P.target(kind, x0, noise, a, s)
     mse = (pred - tgt).pow(2).flatten(1).mean(1)
-    native = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1}[model.kind]
-    per = mse * snr.pow(model.snr_power) / native
+    native = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1}[kind]
+    per = mse * snr.pow(model.cfg.diffusion.snr_power) / native
     return per.mean() if reduce else per
 
 

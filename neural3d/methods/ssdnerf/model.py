@@ -35,7 +35,9 @@ class SSDNeRFModel(nn.Module):
         self.renderer = VolumeRenderer(RendererConfig(
             n_samples=m.n_samples, aabb=tuple(m.aabb), background=tuple(m.background)))
         self.schedule = make_schedule(d.schedule, d.num_steps)
-        self.kind, self.snr_power = d.parameterization, d.snr_power
+        self.parameterization = d.parameterization
+        self.objective = DiffusionObjective(self.schedule, d.parameterization, "snr_pow",
+                                            snr_power=d.snr_power)
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -88,9 +90,7 @@ class SSDNeRFModel(nn.Module):
         :class:`~neural3d.diffusion.parameterization.DiffusionObjective`, ``weighting="snr_pow"``):
         ``t`` from the schedule, the native MSE rescaled so that the x0-space weight is
         ``snr ** omega``. Its gradient flows into ``latents`` unless the caller detaches them."""
-        objective = DiffusionObjective(self.schedule, self.kind, "snr_pow",
-                                       snr_power=self.snr_power)
-        return objective.loss(self.unet, self.to_image(latents), generator, reduce=reduce)
+        return self.objective.loss(self.unet, self.to_image(latents), generator, reduce=reduce)
 
     def forward(self, latents: torch.Tensor, origins: torch.Tensor | None, dirs: torch.Tensor |
                 None, target: torch.Tensor | None, diffusion_input: torch.Tensor | None,
@@ -121,7 +121,7 @@ class SSDNeRFModel(nn.Module):
         if x_T is None:
             x_T = torch.randn(shape, generator=generator).to(device)
         x = dsample(self.denoise, shape, self.schedule, sampler=sampler or d.sampler,
-                    steps=steps or d.sample_steps, parameterization=self.kind,
+                    steps=steps or d.sample_steps, parameterization=self.parameterization,
                     guidance=guidance, x_T=x_T, device=device)
         self.train(was)
         return self.from_image(x.detach())
