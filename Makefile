@@ -35,7 +35,7 @@ test-core: $(STAMP)
 	$(PY) -m pytest -q
 
 test-nerfstudio: $(NS_STAMP)
-	$(NS_PY) -m pytest -q tests/test_nerfstudio.py
+	$(NS_PY) -m pytest -q tests/test_nerfstudio.py tests/test_one_renderer.py
 
 # Proves the CUDA kernels compile and link (no GPU needed): CUDA 13 toolkit + the cu130 torch.
 cuda-check: $(STAMP)
