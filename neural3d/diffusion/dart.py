@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neural3d.diffusion.dit import modulate, sincos_2d
+from neural3d.diffusion.dit import sincos_2d
 from neural3d.diffusion.parameterization import DiffusionObjective
 from neural3d.diffusion.schedules import NoiseSchedule
 

@@ -1,11 +1,12 @@
 """One object per experiment: network + schedule + loss + sampling, for every architecture.
 
 ``DiffusionPipeline(exp)`` builds the network of ``exp.model.architecture`` (``unet``, ``dit``,
-``mdm``, ``fdm``, ``kaleido``, ``dart``) for images in ``[-1, 1]`` with class labels ``0..num_classes-1`` (null label
-``num_classes``). ``forward(x0, y, generator, step)`` returns ``(loss, parts)`` (so the shared
-trainer can wrap it, DDP included); ``generate(n, y, sampler, steps, cfg_scale, generator)``
-returns images in ``[-1, 1]`` at ``exp.data.res``. ``fit_data(images)`` runs once on the
-training set before training (Kaleido fits its k-means extractor there; a no-op otherwise).
+``mdm``, ``fdm``, ``kaleido``, ``dart``) for images in ``[-1, 1]`` with class labels
+``0..num_classes-1`` (null label ``num_classes``). ``forward(x0, y, generator, step)`` returns
+``(loss, parts)`` (so the shared trainer can wrap it, DDP included);
+``generate(n, y, sampler, steps, cfg_scale, generator)`` returns images in ``[-1, 1]`` at
+``exp.data.res``. ``fit_data(images)`` runs once on the training set before training (Kaleido
+fits its k-means extractor there; a no-op otherwise).
 """
 
 from __future__ import annotations
