@@ -10,10 +10,10 @@
 
 ``train`` renders the toy categories (``data.categories``, label = index) once into
 ``data.root`` if they are missing, loads every training view at ``data.res`` as a
-class-labelled image set in ``[-1, 1]`` and trains ``model.architecture`` (unet, dit, mdm, fdm)
-with the shared trainer. ``sample`` loads a checkpoint (EMA weights once warmed up), draws
-``--n`` images per class with classifier-free guidance ``--cfg`` (``uncond + w (cond -
-uncond)``; 1 = plain conditional) and writes one row per class.
+class-labelled image set in ``[-1, 1]`` and trains ``model.architecture`` (unet, dit, mdm, fdm,
+kaleido, dart) with the shared trainer. ``sample`` loads a checkpoint (EMA weights once warmed
+up), draws ``--n`` images per class with classifier-free guidance ``--cfg``
+(``uncond + w (cond - uncond)``; 1 = plain conditional) and writes one row per class.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("diffusion", help="2D diffusion models (U-Net, DiT, Matryoshka, "
-                              "f-DM) on toy renders: train, sample",
+                              "f-DM, Kaleido, DART) on toy renders: train, sample",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="diffusion_command", metavar="ACTION")
@@ -32,8 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.set_defaults(func=run_train)
     s = sub.add_parser("sample", help="sample an image grid from a checkpoint")
     s.add_argument("ckpt", help="checkpoint written by 'diffusion train'")
-    s.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmpp2m", "ode"])
-    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--sampler", default=None,
+                   choices=["ddpm", "ddim", "dpmpp2m", "ode", "dart"],
+                   help="default: ddim (dart for model.architecture=dart)")
+    s.add_argument("--steps", type=int, default=None,
+                   help="model calls (default: 50; DART: model.dart.steps)")
     s.add_argument("--cfg", type=float, default=3.0,
                    help="classifier-free guidance weight w: uncond + w*(cond - uncond)")
     s.add_argument("--eta", type=float, default=None, help="DDIM eta (default 0)")
@@ -63,9 +66,10 @@ def run_sample(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     rest = [args.ckpt, "--out", str(out.parent), "--filename", out.name, "--num", str(args.n),
-            "--seed", str(args.seed), "--sampler", args.sampler, "--steps", str(args.steps),
-            "--cfg", str(args.cfg), "--classes", args.classes, "--device", args.device,
-            "--threads", str(args.threads)]
+            "--seed", str(args.seed), "--cfg", str(args.cfg), "--classes", args.classes,
+            "--device", args.device, "--threads", str(args.threads)]
+    rest += ["--sampler", args.sampler] if args.sampler is not None else []
+    rest += ["--steps", str(args.steps)] if args.steps is not None else []
     rest += ["--eta", str(args.eta)] if args.eta is not None else []
     rest += ["--no-ema"] if args.no_ema else []
     return sample.run(argparse.Namespace(method="diffusion", rest=rest))

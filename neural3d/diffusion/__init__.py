@@ -11,8 +11,12 @@ any callable ``model(x_t, t, **cond)`` with ``t`` a float tensor ``[B]`` in ``[0
 - :mod:`.guidance`: classifier-free (``uncond + w (cond - uncond)``), classifier, measurement
   guidance, thresholding.
 - :mod:`.unet`, :mod:`.dit`: denoisers; :mod:`.mdm` Matryoshka Diffusion; :mod:`.fdm` f-DM.
+- :mod:`.kaleido`: Kaleido (k-means latent extractor, autoregressive prior p(z|c), denoiser
+  conditioned on (c, z)); :mod:`.dart`: DART (non-Markovian noising, block-causal transformer,
+  KV-cached sampler).
 """
 
+from neural3d.diffusion.dart import DARTLevels, DARTransformer, KVCache, dart_loss, dart_sample
 from neural3d.diffusion.dit import DiT
 from neural3d.diffusion.fdm import FDM
 from neural3d.diffusion.guidance import (
@@ -21,6 +25,13 @@ from neural3d.diffusion.guidance import (
     MeasurementGuidance,
     classifier_free_guidance,
     threshold_x0,
+)
+from neural3d.diffusion.kaleido import (
+    ARPrior,
+    Kaleido,
+    KMeansExtractor,
+    LatentConditioned,
+    LatentEmbedding,
 )
 from neural3d.diffusion.mdm import MatryoshkaDiffusion, NestedUNet
 from neural3d.diffusion.parameterization import (
@@ -56,5 +67,7 @@ __all__ = [
     "to_eps", "to_v", "to_x0", "Denoiser", "ddim_invert", "ddim_sample", "ddpm_sample",
     "dpmpp_2m_sample", "sample", "sample_loop", "CosineSchedule", "DiscreteSchedule",
     "LinearSchedule", "NoiseSchedule", "ShiftedSchedule", "make_schedule", "UNet", "drop_labels",
-    "DiT", "FDM", "MatryoshkaDiffusion", "NestedUNet",
+    "DiT", "FDM", "MatryoshkaDiffusion", "NestedUNet", "DARTLevels", "DARTransformer", "KVCache",
+    "dart_loss", "dart_sample", "ARPrior", "Kaleido", "KMeansExtractor", "LatentConditioned",
+    "LatentEmbedding",
 ]

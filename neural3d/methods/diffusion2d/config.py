@@ -23,8 +23,30 @@ class DataConfig:
 
 
 @dataclass
+class KaleidoConfig:
+    """Kaleido's latent: k-means ids of the ``cells x cells`` cells of the image average-pooled
+    to ``pool x pool``, and its autoregressive prior p(z|c)."""
+    clusters: int = 16
+    pool: int = 4
+    cells: int = 2
+    kmeans_iters: int = 50
+    prior_dim: int = 64
+    prior_depth: int = 2
+    prior_heads: int = 4
+    prior_weight: float = 1.0           # joint loss = diffusion + prior_weight * prior CE
+
+
+@dataclass
+class DartConfig:
+    """DART: ``steps`` non-Markovian steps (= network calls when sampling) matched to the
+    diffusion schedule; the transformer uses the DiT keys ``patch, dim, depth, heads``."""
+    steps: int = 16
+    history_mask: str = "block_causal"  # block_causal | block_diagonal (history-masked)
+
+
+@dataclass
 class ModelConfig:
-    architecture: str = "unet"          # unet | dit | mdm | fdm
+    architecture: str = "unet"          # unet | dit | mdm | fdm | kaleido | dart
     # U-Net (also the inner U-Net of mdm and the f-DM denoiser)
     channels: int = 64
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
@@ -45,6 +67,8 @@ class ModelConfig:
     # f-DM
     fdm_stages: int = 3
     fdm_transform: str = "downsample"   # downsample | blur
+    kaleido: KaleidoConfig = field(default_factory=KaleidoConfig)   # U-Net + latent z
+    dart: DartConfig = field(default_factory=DartConfig)
 
 
 @dataclass

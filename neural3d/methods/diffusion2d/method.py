@@ -19,7 +19,8 @@ class Diffusion2D(Method):
     classifier-free guidance."""
 
     name = "diffusion"
-    summary = "2D diffusion (U-Net, DiT, Matryoshka, f-DM) on class-labelled toy renders"
+    summary = ("2D diffusion (U-Net, DiT, Matryoshka, f-DM, Kaleido, DART) on class-labelled "
+               "toy renders")
     Config = DiffusionExperiment
 
     def __init__(self, cfg: DiffusionExperiment, device="cpu",
@@ -47,6 +48,7 @@ class Diffusion2D(Method):
             self.images, self.labels = load_toy_images(self.cfg.data,
                                                        progress=self.cfg.train.progress)
         self.images, self.labels = self.images.to(self.device), self.labels.to(self.device)
+        self.pipeline.fit_data(self.images)
         trainer.record["num_images"] = int(len(self.images))
         self._g = trainer.generator("data")
 
@@ -81,9 +83,11 @@ class Diffusion2D(Method):
     @classmethod
     def add_arguments(cls, command: str, parser) -> None:
         if command == "sample":
-            parser.add_argument("--sampler", default="ddim",
-                                choices=["ddpm", "ddim", "dpmpp2m", "ode"])
-            parser.add_argument("--steps", type=int, default=50)
+            parser.add_argument("--sampler", default=None,
+                                choices=["ddpm", "ddim", "dpmpp2m", "ode", "dart"],
+                                help="default: ddim (dart for model.architecture=dart)")
+            parser.add_argument("--steps", type=int, default=None,
+                                help="model calls (default: 50; DART: model.dart.steps)")
             parser.add_argument("--cfg", type=float, default=3.0,
                                 help="classifier-free guidance weight w: uncond + w*(cond - "
                                      "uncond)")
@@ -108,11 +112,11 @@ class Diffusion2D(Method):
                 raise ValueError(f"--classes: unknown class {item!r} (have {cats})")
         return out
 
-    def sample(self, num: int, seed: int = 0, classes: str = "all", sampler: str = "ddim",
-               steps: int = 50, cfg: float = 3.0, eta: float | None = None,
+    def sample(self, num: int, seed: int = 0, classes: str = "all", sampler: str | None = None,
+               steps: int | None = None, cfg: float = 3.0, eta: float | None = None,
                progress: bool = False) -> torch.Tensor:
         """``num`` images per class, ``[n_classes * num, 3, res, res]`` in [-1, 1], rows of
-        ``num`` per class."""
+        ``num`` per class. ``sampler``/``steps``: see :meth:`DiffusionPipeline.generate`."""
         labels = self.class_indices(classes)
         y = torch.tensor([c for c in labels for _ in range(num)], dtype=torch.long)
         g = torch.Generator().manual_seed(seed)

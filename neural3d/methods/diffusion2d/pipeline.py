@@ -1,10 +1,12 @@
 """One object per experiment: network + schedule + loss + sampling, for every architecture.
 
 ``DiffusionPipeline(exp)`` builds the network of ``exp.model.architecture`` (``unet``, ``dit``,
-``mdm``, ``fdm``) for images in ``[-1, 1]`` with class labels ``0..num_classes-1`` (null label
-``num_classes``). ``forward(x0, y, generator, step)`` returns ``(loss, parts)`` (so the shared
-trainer can wrap it, DDP included); ``generate(n, y, sampler, steps, cfg_scale, generator)``
-returns images in ``[-1, 1]`` at ``exp.data.res``.
+``mdm``, ``fdm``, ``kaleido``, ``dart``) for images in ``[-1, 1]`` with class labels
+``0..num_classes-1`` (null label ``num_classes``). ``forward(x0, y, generator, step)`` returns
+``(loss, parts)`` (so the shared trainer can wrap it, DDP included);
+``generate(n, y, sampler, steps, cfg_scale, generator)`` returns images in ``[-1, 1]`` at
+``exp.data.res``. ``fit_data(images)`` runs once on the training set before training (Kaleido
+fits its k-means extractor there; a no-op otherwise).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from neural3d.diffusion.dart import DARTLevels, DARTransformer, dart_loss, dart_sample
 from neural3d.diffusion.dit import DiT
 from neural3d.diffusion.fdm import FDM
 from neural3d.diffusion.guidance import classifier_free_guidance
+from neural3d.diffusion.kaleido import ARPrior, Kaleido, KMeansExtractor, LatentConditioned
 from neural3d.diffusion.mdm import MatryoshkaDiffusion, NestedUNet, active_levels
 from neural3d.diffusion.parameterization import DiffusionObjective
 from neural3d.diffusion.samplers import sample as run_sampler
@@ -22,7 +26,7 @@ from neural3d.diffusion.schedules import make_schedule
 from neural3d.diffusion.unet import UNet, drop_labels
 from neural3d.methods.diffusion2d.config import DiffusionExperiment
 
-ARCHITECTURES = ("unet", "dit", "mdm", "fdm")
+ARCHITECTURES = ("unet", "dit", "mdm", "fdm", "kaleido", "dart")
 
 
 class DiffusionPipeline(nn.Module):
@@ -54,6 +58,21 @@ class DiffusionPipeline(nn.Module):
         elif m.architecture == "dit":
             self.net = DiT(in_channels, resolution=self.res, patch=m.patch, dim=m.dim,
                            depth=m.depth, heads=m.heads, num_classes=self.num_classes)
+        elif m.architecture == "kaleido":
+            k = m.kaleido
+            extractor = KMeansExtractor(k.clusters, in_channels, k.pool, k.cells)
+            unet = UNet(in_channels, resolution=self.res, num_classes=self.num_classes, **unet_kw)
+            self.net = Kaleido(LatentConditioned(unet, k.clusters, extractor.length), extractor,
+                               ARPrior(k.clusters, extractor.length, self.num_classes,
+                                       k.prior_dim, k.prior_depth, k.prior_heads),
+                               self.objective, self.num_classes, d.cond_drop, k.prior_weight)
+        elif m.architecture == "dart":
+            if d.parameterization != "x0":
+                raise ValueError("model.architecture=dart predicts x0: set "
+                                 "diffusion.parameterization=x0")
+            self.net = DARTransformer(in_channels, self.res, m.patch, m.dim, m.depth, m.heads,
+                                      m.dart.steps, self.num_classes, m.dart.history_mask)
+            self.levels = DARTLevels.from_schedule(self.schedule, m.dart.steps)
         else:
             if m.mdm_resolutions[0] != self.res:
                 raise ValueError(f"model.mdm_resolutions[0] ({m.mdm_resolutions[0]}) must equal "
@@ -66,9 +85,18 @@ class DiffusionPipeline(nn.Module):
                                            weighting=d.weighting, min_snr_gamma=d.min_snr_gamma)
         self.null_label = self.num_classes
 
+    def fit_data(self, images: torch.Tensor) -> None:
+        """Once, on the training images ``[N, C, H, W]``, before training."""
+        if self.architecture == "kaleido":
+            self.net.fit(images, self.exp.model.kaleido.kmeans_iters, self.exp.data.seed)
+
     def forward(self, x0: torch.Tensor, y: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, step: int = 0):
         d = self.exp.diffusion
+        if self.architecture == "kaleido":  # drops y and z together
+            if y is None:
+                raise ValueError("Kaleido needs class labels y (its prior is p(z | y))")
+            return self.net(x0, y, generator)
         if y is not None:
             y = drop_labels(y, d.cond_drop, self.null_label, generator)
         if self.architecture == "mdm":
@@ -76,18 +104,30 @@ class DiffusionPipeline(nn.Module):
             return self.mdm.loss(x0, y=y, levels=levels, generator=generator)
         if self.architecture == "fdm":
             return self.fdm.loss(self.net, x0, generator=generator, y=y)
+        if self.architecture == "dart":
+            return dart_loss(self.net, x0, self.levels, self.objective, y, generator)[0], {}
         loss = self.objective.loss(self.net, x0, generator=generator, y=y)
         return loss, {}
 
     @torch.no_grad()
-    def generate(self, n: int, y: torch.Tensor | None = None, sampler: str = "ddim",
-                 steps: int = 50, cfg_scale: float = 1.0,
+    def generate(self, n: int, y: torch.Tensor | None = None, sampler: str | None = None,
+                 steps: int | None = None, cfg_scale: float = 1.0,
                  generator: torch.Generator | None = None, progress: bool = False,
                  **kwargs) -> torch.Tensor:
-        """``n`` images ``[n, C, res, res]`` in ``[-1, 1]`` (clipped)."""
+        """``n`` images ``[n, C, res, res]`` in ``[-1, 1]`` (clipped). ``sampler``/``steps``
+        default to DDIM-50; DART has its own sampler (``"dart"``) with ``model.dart.steps``
+        calls."""
         dev = next(self.parameters()).device
         if y is not None:
             y = y.to(dev)
+        if self.architecture == "dart":
+            if sampler not in (None, "dart") or steps not in (None, self.levels.steps):
+                raise ValueError(f"DART samples with its own sampler in model.dart.steps = "
+                                 f"{self.levels.steps} calls (got sampler={sampler}, "
+                                 f"steps={steps})")
+            return dart_sample(self.net, n, self.levels, y, cfg_scale, generator, dev,
+                               clip=1.0).clamp(-1, 1)
+        sampler, steps = sampler or "ddim", steps or 50
         null = torch.full((n,), self.null_label, dtype=torch.long, device=dev)
         if self.architecture != "fdm":
             kwargs.setdefault("thresholding", "clip")
@@ -105,6 +145,10 @@ class DiffusionPipeline(nn.Module):
                                   uncond={"y": null}, generator=generator, device=dev,
                                   thresholding="clip")
             return out.clamp(-1, 1)
+        if self.architecture == "kaleido":
+            return self.net.sample((n, self.in_channels, self.res, self.res), y, cfg_scale,
+                                   generator, dev, sampler=sampler, steps=steps,
+                                   progress=progress, **kwargs).clamp(-1, 1)
         model = self.net
         cond = {}
         if y is not None:

