@@ -4,6 +4,8 @@ super-resolution (the raw render is the first skip image; D sees both, dual disc
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -98,7 +100,7 @@ class EG3DSynthesis(nn.Module):
         self.renderer = make_renderer(cfg.n_samples, cfg.n_importance, cfg.aabb)
         chans = [cfg.features] + [cfg.sr_channels] * cfg.levels
         self.sr = nn.ModuleList(SynthesisBlock(a, b, 3, w_dim, True)
-                                for a, b in zip(chans, chans[1:]))
+                                for a, b in pairwise(chans))
         # EG3D white_back: 1 - total weight added to every rendered channel
         self.register_buffer("background", torch.full((cfg.features,), cfg.background),
                              persistent=False)

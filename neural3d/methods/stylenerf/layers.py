@@ -9,6 +9,7 @@ with ``lr_mul = 0.01`` (the mapping network) learns 100x slower.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,7 @@ class MappingNetwork(nn.Module):
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.w_avg_beta = z_dim, w_dim, num_ws, w_avg_beta
         dims = [z_dim] + [w_dim] * layers
-        self.net = nn.Sequential(*[FC(a, b, "lrelu", lr_mul) for a, b in zip(dims, dims[1:])])
+        self.net = nn.Sequential(*[FC(a, b, "lrelu", lr_mul) for a, b in pairwise(dims)])
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, psi: float = 1.0, update_avg: bool = False

@@ -4,6 +4,8 @@ regulariser that ties the two together."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,7 +36,7 @@ class StyleNeRFField(nn.Module):
         super().__init__()
         self.pe = PositionalEncoding(3, n_freqs)
         dims = [self.pe.out_dim] + [hidden] * layers
-        self.layers = nn.ModuleList(StyleLayer(a, b, w_dim) for a, b in zip(dims, dims[1:]))
+        self.layers = nn.ModuleList(StyleLayer(a, b, w_dim) for a, b in pairwise(dims))
         self.sigma = FC(hidden, 1)
         self.feat = StyleLayer(hidden, features, w_dim, activation="linear")
         self.rgb = StyleLayer(features, 3, w_dim, demodulate=False, activation="linear")
@@ -100,7 +102,7 @@ class StyleNeRFSynthesis(nn.Module):
         self.nerf = StyleNeRFField(w_dim, cfg.nerf_hidden, cfg.nerf_layers, cfg.n_freqs,
                                    cfg.features, cfg.aabb)
         chans = [cfg.features] + list(cfg.channels[:cfg.levels])
-        self.blocks = nn.ModuleList(UpBlock(a, b, w_dim) for a, b in zip(chans, chans[1:])) \
+        self.blocks = nn.ModuleList(UpBlock(a, b, w_dim) for a, b in pairwise(chans)) \
             if cfg.upsampler == "learned" else nn.ModuleList()
         self.renderer = make_renderer(cfg.n_samples, cfg.n_importance, cfg.aabb)
         bg = torch.cat([torch.zeros(cfg.features), torch.full((3,), cfg.background)])
