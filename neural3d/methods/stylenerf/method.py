@@ -195,6 +195,7 @@ class StyleNeRF(Method):
         pitch = torch.full_like(yaw, elevation * torch.pi / 180)
         cams = prior.cameras(yaw, pitch, res)
         states = self.sample(num, seed, psi)
+        out.mkdir(parents=True, exist_ok=True)
         torch.save(torch.cat(states).cpu(), out / "ws.pt")
         pick = torch.arange(0, frames, max(1, frames // 4))[:4]
         rows, drows, paths = [], [], []
