@@ -1,5 +1,6 @@
 """Datasets: readers for SRN ShapeNet / ABO (SRN layout), Blender and nerfstudio scenes, and
-the built-in procedural toy category (:mod:`neural3d.data.toy`).
+the built-in procedural toy category (:mod:`neural3d.data.toy`); unposed image folders
+(:class:`ImageFolder`, FFHQ/AFHQ/CompCars style) for the 3D-aware GANs.
 
 Every reader returns a :class:`MultiViewObject` (images ``[V,H,W,3]`` in [0, 1] on an explicit
 background, OpenCV :class:`~neural3d.cameras.Cameras`). Bad input raises :class:`DataError`
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neural3d.data.core import WHITE, DataError, MultiViewObject, load_image, resize_images
+from neural3d.data.folder import ImageFolder
 from neural3d.data.srn import (
     ABOCategory,
     SRNCategory,
@@ -28,6 +30,7 @@ __all__ = [
     "MultiViewObject",
     "SRNCategory",
     "ABOCategory",
+    "ImageFolder",
     "read_object",
     "read_srn_object",
     "read_srn_intrinsics",

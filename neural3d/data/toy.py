@@ -53,6 +53,7 @@ __all__ = [
     "toy_cameras",
     "render_toy_views",
     "write_toy_dataset",
+    "ensure_toy_dataset",
 ]
 
 #: Axis-aligned box that contains every toy object: ``(min xyz, max xyz)``.
@@ -577,3 +578,14 @@ def write_toy_dataset(out: str | Path, category: str = "cars", objects: int = 64
     meta_path.write_text(json.dumps({"aabb": summary["aabb"], "radius": TOY_RADIUS,
                                      "categories": meta}, indent=2) + "\n")
     return summary
+
+
+def ensure_toy_dataset(root: str | Path, category: str = "cars", log=print, **kwargs) -> Path:
+    """``root``, after writing the toy ``category`` there (:func:`write_toy_dataset` with
+    ``kwargs``) when it has no ``<category>_train`` folder yet. The toy configs of the methods
+    call this so that a first run needs no download."""
+    root = Path(root)
+    if not (root / f"{category}_train").is_dir():
+        log(f"writing toy {category} to {root}")
+        write_toy_dataset(root, category, progress=False, **kwargs)
+    return root

@@ -32,15 +32,14 @@ from neural3d.metrics.image import psnr_from_mse
 # ----------------------------------------------------------------------------------- data
 def ensure_data(dc: DataConfig) -> Path:
     """The dataset root; the toy set is written there first when ``dc.toy`` and it is missing."""
-    root = Path(dc.root)
-    if dc.toy and not (root / f"{dc.category}_train").is_dir():
-        from neural3d.data.toy import write_toy_dataset
+    if not dc.toy:
+        return Path(dc.root)
+    from neural3d.data.toy import ensure_toy_dataset
 
-        print(f"[ssdnerf] writing toy {dc.category} to {root}", flush=True)
-        write_toy_dataset(root, dc.category, objects=dc.toy_objects, views=dc.toy_views,
-                          test_views=dc.toy_test_views, res=dc.toy_res, seed=dc.toy_seed,
-                          test_objects=dc.toy_test_objects, progress=False)
-    return root
+    return ensure_toy_dataset(dc.root, dc.category, lambda m: print(f"[ssdnerf] {m}", flush=True),
+                              objects=dc.toy_objects, views=dc.toy_views,
+                              test_views=dc.toy_test_views, res=dc.toy_res, seed=dc.toy_seed,
+                              test_objects=dc.toy_test_objects)
 
 
 @dataclass
