@@ -52,7 +52,7 @@ def task_parser(task: str, method_cls=None) -> argparse.ArgumentParser:
         q.add_argument("--poses-per-sample", type=int, default=4)
         q.add_argument("--seed", type=int, default=0)
     if method_cls is not None:
-        method_cls.add_arguments("eval", q)
+        method_cls.add_arguments(f"eval {task}", q)
     return q
 
 
@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         res = evaluate_generation(opts.method, opts.ckpt, opts.data, out, num=opts.num,
                                   split=opts.split, category=opts.category,
                                   poses_per_sample=opts.poses_per_sample, seed=opts.seed,
-                                  device=str(device), inception=opts.inception, progress=True)
+                                  device=str(device), inception=opts.inception, progress=True,
+                                  sample_options=method_opts)
         print(f"FID {res['fid']}  KID {res.get('kid')}")
     print(f"results: {res['paths']['json']}")
     print(f"table: {res['paths']['markdown']}")

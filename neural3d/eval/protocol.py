@@ -223,7 +223,8 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
                         category: str | None = None,
                         poses_per_sample: int = 4, seed: int = 0, device: str = "cpu",
                         inception: str | None = None, max_reference: int | None = None,
-                        adapter=None, progress: bool = False) -> dict[str, Any]:
+                        adapter=None, progress: bool = False,
+                        sample_options: dict | None = None) -> dict[str, Any]:
     """FID/KID of ``num`` samples, each rendered at ``poses_per_sample`` evenly spaced poses of
     test object ``i % T``, against all test-set images (or ``max_reference`` of them)."""
     from neural3d.data import DataError, SRNCategory
@@ -244,7 +245,7 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
     if max_reference and len(reals) > max_reference:
         sel = torch.linspace(0, len(reals) - 1, max_reference).round().long()
         reals = reals[sel]
-    states = adapter.sample(num, seed)
+    states = adapter.sample(num, seed, **(sample_options or {}))
     renders, grid = [], []
     for i, st in enumerate(states):
         obj = objs[i % len(objs)]

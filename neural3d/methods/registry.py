@@ -75,11 +75,20 @@ class Method:
     :func:`neural3d.methods.training.train_method` (build, the shared trainer, ``step``);
     inference instances come from :meth:`from_checkpoint`. ``self.modules`` holds the built or
     loaded modules by name.
+
+    Contracts: :meth:`build` must not read training data (the default :meth:`from_checkpoint`
+    calls it to rebuild the modules): read data in :meth:`setup`, or override
+    :meth:`from_checkpoint`. In :meth:`step`, call modules through ``trainer.modules[name]``
+    (the DDP wrapper under torchrun): a sub-function called on the raw module bypasses DDP's
+    gradient reduction, so route such calls through the module's ``forward`` (keyword
+    arguments).
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     Config: ClassVar[type]
+    #: the dataset category the model was trained on (evaluation picks the test split by it)
+    category: str | None = None
 
     def __init__(self, cfg: Any, device: str | torch.device = "cpu"):
         if not isinstance(cfg, self.Config):
@@ -192,8 +201,10 @@ class Method:
     # ------------------------------------------------------------------ command line
     @classmethod
     def add_arguments(cls, command: str, parser) -> None:
-        """Method-specific options of ``neural3d COMMAND METHOD`` (e.g. ``--sampler`` for
-        ``sample``); they arrive as keyword options of the capability."""
+        """Method-specific options of ``neural3d COMMAND`` for ``command`` in ``train``,
+        ``sample``, ``eval nvs``, ``eval generation`` (e.g. ``--sampler`` for ``sample``); they
+        arrive as keyword options of the capability (``write_samples``, ``reconstruct``,
+        ``sample``)."""
 
 
 _REGISTRY: dict[str, type[Method]] = {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import torch
 from typing import Any
 
 from neural3d.methods.registry import Method
@@ -35,8 +37,9 @@ def train_method(method: Method, steps: int | None = None, time_budget: float | 
     ``summary`` is :meth:`Method.finish`'s dict.
 
     ``time_budget`` (seconds of training, not counting :meth:`Method.evaluate`, starting after
-    the kernel build and the setup) ends training early at a step boundary, as does
-    :meth:`Method.should_stop`; ``trainer.stopped_early`` then says so."""
+    the kernel build and the setup; default ``train.time_budget``) ends training early at a step
+    boundary, as does :meth:`Method.should_stop`; ``trainer.stopped_early`` then says so. Torch
+    is seeded with ``train.seed`` before :meth:`Method.build`."""
     from neural3d.train.distributed import init_distributed
 
     dist_info = init_distributed()
@@ -56,12 +59,14 @@ def _train(method: Method, steps: int | None, time_budget: float | None, log):
     from neural3d.train.distributed import world_info
 
     tcfg = method.train_config()
+    time_budget = time_budget if time_budget is not None else (tcfg.time_budget or None)
     rank, _ = world_info()
     prepare(method.device, announce=log if rank == 0 else (lambda *_: None))
     out = Path(tcfg.out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(method.cfg, out / "config.yaml")
+    torch.manual_seed(tcfg.seed)  # initial weights follow the run's seed
     built = method.build()
     method.modules = built.modules
     trainer = Trainer(built.modules, built.optimizers, tcfg, scheduler=built.scheduler,

@@ -45,6 +45,8 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     resume: str = "auto"         # "auto" (OUT/checkpoints/last.pt if present), a path, or ""
+    time_budget: float = 0.0     # seconds of training before stopping early (0 = none; read
+                                 # by neural3d.methods.train_method, evaluation not counted)
 
 
 

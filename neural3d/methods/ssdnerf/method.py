@@ -91,7 +91,7 @@ class SSDNeRF(Method):
             parser.add_argument("--radius", type=float, default=1.3)
             parser.add_argument("--elevation", type=float, default=20.0)
             parser.add_argument("--fps", type=int, default=12)
-        if command == "eval":
+        if command == "eval nvs":
             parser.add_argument("--recon", dest="mode", default="guided_finetune",
                                 choices=list(MODES), help="reconstruction mode")
             parser.add_argument("--guidance-scale", type=float, default=None)

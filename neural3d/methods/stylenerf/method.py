@@ -145,8 +145,9 @@ class StyleNeRF(Method):
 
     @classmethod
     def add_arguments(cls, command: str, parser) -> None:
-        if command == "sample":
+        if command in ("sample", "eval generation"):
             parser.add_argument("--psi", type=float, default=1.0, help="truncation (1 = off)")
+        if command == "sample":
             parser.add_argument("--frames", type=int, default=36, help="turntable frames")
             parser.add_argument("--elevation", type=float, default=20.0,
                                 help="turntable elevation (degrees)")
