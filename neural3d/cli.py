@@ -37,14 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The library's error types for bad input (a config key, a file, a checkpoint, a method):
-    reported as one line, exit 2."""
+    """The library's error types for bad input (a config key, a file, a checkpoint, a method,
+    a run folder): reported as one line, exit 2."""
     from neural3d.config import ConfigError
     from neural3d.data.core import DataError
     from neural3d.eval.protocol import EvalError
     from neural3d.methods.registry import MethodError
+    from neural3d.train.checkpoint import CheckpointError
 
-    return ConfigError, DataError, EvalError, MethodError, FileNotFoundError
+    return ConfigError, DataError, EvalError, MethodError, CheckpointError, FileNotFoundError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,13 +53,7 @@ def run_toy(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from neural3d.data.core import DataError
     from neural3d.export.preview import contact_sheet
 
-    try:
-        out = contact_sheet(args.dir, args.out, objects=args.objects, views=args.views)
-    except DataError as e:
-        print(f"error: {e}")
-        return 2
-    print(out)
+    print(contact_sheet(args.dir, args.out, objects=args.objects, views=args.views))
     return 0

@@ -50,12 +50,14 @@ def train_method(method: Method, steps: int | None = None, time_budget: float | 
 
 
 def _train(method: Method, steps: int | None, time_budget: float | None, log):
-    from neural3d.config import save_config
+    from neural3d.config import save_config, validate
     from neural3d.render.backend import prepare
     from neural3d.train import Trainer
     from neural3d.train.distributed import world_info
 
+    validate(method.cfg)
     tcfg = method.train_config()
+    validate(tcfg, "train")
     rank, _ = world_info()
     prepare(method.device, announce=log if rank == 0 else (lambda *_: None))
     out = Path(tcfg.out_dir)

@@ -14,14 +14,15 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from neural3d.config import Range, at_least, between, invalid
 from neural3d.env_info import git_commit
-from neural3d.train.checkpoint import load_checkpoint, save_atomic
+from neural3d.train.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from neural3d.train.distributed import world_info
 from neural3d.train.ema import EMA
 
@@ -32,6 +33,17 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainConfig:
+    """The shared trainer's settings (the ``train:`` section of every method's config).
+
+    ``resume``: ``""`` starts a fresh run (a run folder that already holds a run is refused
+    unless ``overwrite``), ``"auto"`` continues ``OUT/checkpoints/last.pt`` when present (its
+    config must match: :data:`neural3d.methods.training.RESUMABLE_KEYS`), a path continues
+    that checkpoint. ``overwrite``: a fresh run may replace the run in ``out_dir``."""
+
+    limits: ClassVar[dict[str, Range]] = {
+        "steps": at_least(1), "log_every": at_least(1), "eval_every": at_least(0),
+        "ckpt_every": at_least(0), "ema_decay": between(0, 1, hi_open=True),
+        "grad_clip": at_least(0)}
     steps: int = 1000
     seed: int = 0
     out_dir: str = "runs/default"
@@ -45,6 +57,13 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     resume: str = "auto"         # "auto" (OUT/checkpoints/last.pt if present), a path, or ""
+    overwrite: bool = False      # a fresh run (resume "") may replace the run in out_dir
+
+    def validate(self) -> None:
+        if self.amp_dtype not in ("bf16", "fp16"):
+            raise invalid("amp_dtype", f"must be bf16 or fp16, got {self.amp_dtype!r}")
+        if not str(self.out_dir).strip():
+            raise invalid("out_dir", "is empty")
 
 
 
@@ -303,12 +322,20 @@ class Trainer:
         path = self.ckpt_path if r == "auto" else Path(r)
         if r == "auto" and not path.is_file():
             return False
-        try:
-            self.load_state_dict(load_checkpoint(path, map_location=self.device))
-        except (KeyError, ValueError) as exc:
-            raise RuntimeError(f"cannot resume from {path}: {exc}") from exc
-        self.last_good, self._last_good_step = path, self.step
+        self.resume_from(load_checkpoint(path, map_location=self.device), path)
         return True
+
+    def resume_from(self, ckpt: Mapping[str, Any], path: str | Path) -> None:
+        """Restore ``ckpt`` (read from ``path``); a checkpoint that does not fit this trainer's
+        modules, optimisers or extra state is a :class:`CheckpointError` naming ``path``."""
+        try:
+            self.load_state_dict(ckpt)
+        except CheckpointError as exc:
+            raise CheckpointError(f"cannot resume from {path}: {exc}") from exc
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"cannot resume from {path}: {detail}") from exc
+        self.last_good, self._last_good_step = Path(path), self.step
 
     # ---------------------------------------------------------------- logging
     def _write_run_json(self, status: str, **extra: Any) -> None:
