@@ -214,3 +214,59 @@ def test_preview_of_an_object_folder_reads_that_object(toy_root, tmp_path, capsy
     first = sorted((obj / "rgb").iterdir())[0]
     first.write_bytes(b"")
     cli_error(capsys, ["data", "preview", obj], str(first), "empty")
+
+
+# ============================================================================ run folders
+def _step(run: Path) -> int:
+    return int(torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"])
+
+
+def test_fit_into_a_run_folder_needs_resume_or_overwrite(toy_object, tmp_path, capsys):
+    run = tmp_path / "run"
+
+    def fit(*flags_and_overrides):
+        flags = [a for a in flags_and_overrides if "=" not in a]
+        return ["fit", "--data", toy_object, "--out", run, *flags, *FIT,
+                *[a for a in flags_and_overrides if "=" in a]]
+
+    assert main([str(a) for a in fit("--steps", "4")]) == 0
+    config = (run / "config.yaml").read_text()
+    cli_error(capsys, fit("--steps", "2"), str(run), "--resume", "--overwrite")
+    assert _step(run) == 4 and (run / "config.yaml").read_text() == config
+    # resume: run-length keys may change, anything else is refused naming the keys
+    cli_error(capsys, fit("--steps", "6", "--resume", "rays=32", "lr=0.02"),
+              "config differs in", "rays", "lr")
+    assert _step(run) == 4 and (run / "config.yaml").read_text() == config
+    cli_error(capsys, fit("--resume", "--overwrite"), "overwrite")
+    assert main([str(a) for a in fit("--steps", "6", "--resume", "log_every=1")]) == 0
+    assert _step(run) == 6
+    assert main([str(a) for a in fit("--steps", "2", "--overwrite")]) == 0
+    assert _step(run) == 2 and json.loads((run / "run.json").read_text())["step"] == 2
+
+
+def test_ssdnerf_resume_refuses_a_different_config(ssdnerf_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ssdnerf_run, run)
+    cfg = run / "config.yaml"
+    text = cfg.read_text().replace(str(ssdnerf_run), str(run))
+    cfg.write_text(text)
+    base = ["train", "ssdnerf", "--config", cfg, "--threads", "1"]
+    cli_error(capsys, base + ["train.resume=", "train.steps=3"], "already holds a run")
+    cli_error(capsys, base + ["optim.decoder_lr=0.5", "model.n_samples=4"],
+              "optim.decoder_lr", "model.n_samples")
+    assert (run / "config.yaml").read_text() == text and _step(run) == 2
+
+
+def test_demo_twice_in_a_row(tmp_path, monkeypatch, capsys):
+    """The demo replaces its own default folder (make demo runs again and again); a folder the
+    user names is refused when it holds a run, unless --overwrite."""
+    monkeypatch.chdir(tmp_path)
+    demo = ["demo", "--steps", "2", "--res", "16", "--supersample", "1", "--quiet",
+            "--threads", "1"]
+    assert main(demo) == 0 and main(demo) == 0
+    assert _step(tmp_path / "runs" / "demo") == 2
+    assert main(demo + ["--out", "mine"]) == 0
+    cli_error(capsys, demo + ["--out", "mine"], "mine", "--overwrite")
+    assert main(demo + ["--out", "mine", "--overwrite"]) == 0

@@ -64,6 +64,9 @@ class TrainConfig:
             raise invalid("amp_dtype", f"must be bf16 or fp16, got {self.amp_dtype!r}")
         if not str(self.out_dir).strip():
             raise invalid("out_dir", "is empty")
+        if self.overwrite and self.resume:
+            raise invalid("overwrite", f"replaces the run, resume={self.resume!r} continues it: "
+                                       "set one of them")
 
 
 

@@ -97,6 +97,9 @@ class FitConfig:
                 lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:], strict=True))):
             raise invalid("aabb", f"must be [] or [xmin, ymin, zmin, xmax, ymax, zmax] with "
                                   f"min < max, got {self.aabb}")
+        if self.overwrite and self.resume:
+            raise invalid("overwrite", f"replaces the run, resume={self.resume!r} continues it: "
+                                       "set one of them")
 
 
 
