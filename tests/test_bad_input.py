@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -270,3 +271,183 @@ def test_demo_twice_in_a_row(tmp_path, monkeypatch, capsys):
     assert main(demo + ["--out", "mine"]) == 0
     cli_error(capsys, demo + ["--out", "mine"], "mine", "--overwrite")
     assert main(demo + ["--out", "mine", "--overwrite"]) == 0
+
+
+# ============================================================================ interrupts
+def _trainer(out: Path, steps: int = 6, **kw):
+    from torch import nn
+
+    from neural3d.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    cfg = TrainConfig(steps=steps, out_dir=str(out), progress=False, tensorboard=False,
+                      resume="", **kw)
+    return Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), cfg)
+
+
+def _loss(trainer):
+    x = torch.ones(4, 3)
+    return lambda s: {"loss": (trainer.model(x) ** 2).mean()}
+
+
+def test_sigint_saves_the_step_reached_and_records_it(tmp_path):
+    import signal
+
+    from neural3d.train import TrainingInterrupted
+
+    tr = _trainer(tmp_path, steps=10)
+    base = _loss(tr)
+
+    def step(s):
+        if s == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the step in progress completes
+        return base(s)
+
+    with pytest.raises(TrainingInterrupted, match=r"step 4; checkpoint saved to .*last\.pt"):
+        tr.fit(step)
+    assert _step(tmp_path) == 4
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == "interrupted" and run["step"] == 4
+
+
+def test_run_json_records_a_failure(tmp_path):
+    tr = _trainer(tmp_path)
+
+    def step(s):
+        if s == 2:
+            raise ValueError("boom")
+        return _loss(tr)(s)
+
+    with pytest.raises(ValueError, match="boom"):
+        tr.fit(step)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == "failed" and "boom" in run["error"]
+
+
+def test_full_disk_names_the_path_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from neural3d.train import CheckpointError
+
+    tr = _trainer(tmp_path, steps=4, ckpt_every=2)
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 1:  # the first checkpoint fits, the disk is full afterwards
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(CheckpointError, match=r"last\.pt: no space left on device"):
+        tr.fit(_loss(tr))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert _step(tmp_path) == 2                       # the earlier checkpoint is intact
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "failed"
+
+
+def test_cli_full_disk_is_one_line(toy_object, tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    cli_error(capsys, ["fit", "--data", toy_object, "--out", tmp_path, "--steps", "2", *FIT],
+              "no space left on device", str(tmp_path / "checkpoints" / "last.pt"))
+
+
+def test_stale_temp_files_are_removed_on_the_next_start(toy_object, tmp_path, capsys):
+    ck = tmp_path / "checkpoints"
+    ck.mkdir(parents=True)
+    stale = ck / ".last.pt.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert main([str(a) for a in ["fit", "--data", toy_object, "--out", tmp_path, "--steps",
+                                  "2", "--resume", *FIT]]) == 0
+    assert not stale.exists() and not list(ck.glob(".*.tmp"))
+    assert "removed" in capsys.readouterr().out
+
+
+def _fit_cmd(toy_object, out: Path, steps: int) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "neural3d.cli", "fit", "--data", str(toy_object), "--out",
+            str(out), "--steps", str(steps), "--resume", "--threads", "1", *FIT, "ckpt_every=1",
+            "log_every=1"]
+
+
+def _env():
+    import neural3d
+
+    root = str(Path(neural3d.__file__).resolve().parent.parent)
+    return {**os.environ, "NEURAL3D_BACKEND": "torch", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_cli_sigint_is_one_line_and_exit_130(toy_object, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(_fit_cmd(toy_object, tmp_path, 100000), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "checkpoints" / "last.pt"
+    while not last.is_file() and proc.poll() is None:   # training has started
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    line = [ln for ln in err.splitlines() if ln.strip()][-1]
+    assert line.startswith("neural3d fit: interrupted at step") and "last.pt" in line
+    step = int(line.split("step ")[1].split(";")[0])
+    assert _step(tmp_path) == step
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_sigkill_at_random_moments_resumes_exactly(toy_object, tmp_path):
+    """A fit with ckpt_every=1 killed (SIGKILL) at 6 seeded random moments always resumes from
+    the last saved step, ends with the losses of an uninterrupted run (==), and leaves no
+    temporary files."""
+    import random
+    import re
+    import signal
+    import subprocess
+    import time
+
+    steps = 30
+    ref = tmp_path / "ref"
+    subprocess.run(_fit_cmd(toy_object, ref, steps), env=_env(), check=True,
+                   capture_output=True)
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.pt"
+    rng = random.Random(16)
+    kills = 0
+    while kills < 6:
+        saved = _step(run) if last.is_file() else None
+        proc = subprocess.Popen(_fit_cmd(toy_object, run, steps), env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        while proc.poll() is None and not (last.is_file() and (saved is None or
+                                                               _step(run) > saved)):
+            time.sleep(0.01)                 # wait until this process trains ...
+        time.sleep(rng.uniform(0.0, 0.3))    # ... then kill it at a random moment
+        if proc.poll() is not None:
+            break                            # it finished before the kill
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+        kills += 1
+        if saved is not None:
+            assert re.search(rf"resumed from \S+last\.pt at step {saved}\b", out), out
+        assert last.is_file() and _step(run) >= (saved or 0)   # loadable after every kill
+    assert kills >= 5
+    subprocess.run(_fit_cmd(toy_object, run, steps), env=_env(), check=True,
+                   capture_output=True)
+    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)["history"]
+    b = torch.load(last, weights_only=True)["history"]
+    assert [h["step"] for h in b] == list(range(steps))
+    assert [h["loss"] for h in b] == [h["loss"] for h in a]
+    assert not [p for p in run.rglob("*.tmp")]

@@ -75,7 +75,7 @@ module between steps (DDP expects the same trainable parameters every backward).
 from neural3d.train.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from neural3d.train.distributed import DistInfo, barrier, init_distributed, is_main, world_info
 from neural3d.train.ema import EMA
-from neural3d.train.trainer import NonFiniteLossError, TrainConfig, Trainer
+from neural3d.train.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
 
 __all__ = [
     "CheckpointError",
@@ -84,6 +84,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainConfig",
     "Trainer",
+    "TrainingInterrupted",
     "barrier",
     "init_distributed",
     "is_main",

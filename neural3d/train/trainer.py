@@ -31,6 +31,36 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left untouched."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT during :meth:`Trainer.fit`: a checkpoint was saved at the step reached (the
+    message says where)."""
+
+
+@contextlib.contextmanager
+def _deferred_sigint():
+    """While active (main thread only), the first SIGINT only sets a flag that the training
+    loop checks between steps (so a step is never cut in half); a second one raises
+    KeyboardInterrupt at once. Yields the flag's getter."""
+    import signal
+    import threading
+
+    hit = {"n": 0}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        hit["n"] += 1
+        if hit["n"] > 1:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: hit["n"] > 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclass
 class TrainConfig:
     """The shared trainer's settings (the ``train:`` section of every method's config).
@@ -495,9 +525,55 @@ class Trainer:
         TensorBoard. ``stop_fn(step)`` returning True ends
         training early after that step (e.g. a time budget); the checkpoint is then written as
         at the end. Returns the history of logged scalars.
+
+        How the run ended is recorded in ``run.json`` (``status``): ``finished``,
+        ``interrupted`` (SIGINT/Ctrl-C: the step in progress completes, a checkpoint is saved at
+        that step and :class:`TrainingInterrupted` is raised; a second Ctrl-C stops at once),
+        ``nonfinite`` (:class:`NonFiniteLossError`) or ``failed`` (any other error, recorded).
         """
         total = int(steps if steps is not None else self.cfg.steps)
         self._write_run_json("running")
+        try:
+            with _deferred_sigint() as interrupted:
+                self._loop(step_fn, total, eval_fn, stop_fn, interrupted)
+                if interrupted() and self.step < total:
+                    raise self._interrupt()
+                if eval_fn is not None:
+                    self._run_eval(eval_fn)
+                self.save()
+                self._last_good_step = self.step
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop
+            self._try_run_json("interrupted", error="interrupted (no checkpoint at this step)")
+            raise
+        except NonFiniteLossError:
+            raise
+        except BaseException as exc:
+            self._try_run_json("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self._write_run_json("finished", seconds=time.time() - self._t0,
+                             final={k: v for k, v in self.history[-1].items()}
+                             if self.history else {})
+        if self._writer is not None:
+            self._writer.flush()
+        return self.history
+
+    def _interrupt(self) -> TrainingInterrupted:
+        """Save at the current step after a SIGINT; the exception to raise."""
+        path = self.save()
+        self._last_good_step = self.step
+        self._write_run_json("interrupted", seconds=time.time() - self._t0)
+        return TrainingInterrupted(f"interrupted at step {self.step}; checkpoint saved to {path} "
+                                   "(continue with --resume / train.resume=auto)")
+
+    def _try_run_json(self, status: str, **extra: Any) -> None:
+        try:
+            self._write_run_json(status, **extra)
+        except OSError:  # e.g. the disk that just filled up
+            pass
+
+    def _loop(self, step_fn, total: int, eval_fn, stop_fn, interrupted) -> None:
         bar = None
         if self.cfg.progress and self.rank == 0:
             from tqdm.auto import tqdm
@@ -507,7 +583,7 @@ class Trainer:
         ckpt_every = self.cfg.ckpt_every
         t_last, s_last = time.time(), self.step
         try:
-            while self.step < total:
+            while self.step < total and not interrupted():
                 step = self.step
                 self._stepped = set()
                 for o in self.optimizers.values():
@@ -555,16 +631,6 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if eval_fn is not None:
-            self._run_eval(eval_fn)
-        self.save()
-        self._last_good_step = self.step
-        self._write_run_json("finished", seconds=time.time() - self._t0,
-                             final={k: v for k, v in self.history[-1].items()}
-                             if self.history else {})
-        if self._writer is not None:
-            self._writer.flush()
-        return self.history
 
     def _run_eval(self, eval_fn: Callable[[int], Mapping[str, Any]]) -> None:
         res = eval_fn(self.step) or {}

@@ -196,7 +196,7 @@ class Fit(Method):
     def setup(self, trainer) -> None:
         self.g_rays = trainer.generator("rays")
         self.g_grid = trainer.generator("grid")
-        self.occupied = float(self.model.grid.occ.float().mean())
+        self.occupied: float | None = None  # the grid's share, once the run has (re)started
         self.curve: list[dict[str, float]] = []
 
     def step(self, trainer, it: int) -> dict[str, torch.Tensor]:
@@ -206,6 +206,8 @@ class Fit(Method):
                                                alpha=c.grid_alpha)
         if frac is not None:
             self.occupied = frac
+        elif self.occupied is None:  # first step of this process (a resumed grid included)
+            self.occupied = float(model.grid.occ.float().mean())
         o, d, rgb = self.rays
         R, n_rays, fg = c.rays, o.shape[0], self.fg_idx
         if it < int(c.fg_steps * c.steps) and fg.numel() > 0:
