@@ -22,11 +22,16 @@ from neural3d.cli import main
 from neural3d.data import DataError, SRNCategory, read_transforms
 
 
-@pytest.fixture(autouse=True)
-def _torch_backend(monkeypatch):
-    monkeypatch.setenv("NEURAL3D_BACKEND", "torch")  # no kernel JIT in these tests
-    monkeypatch.delenv("NEURAL3D_DEBUG", raising=False)
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True, scope="module")
+def _torch_backend():
+    """The torch compositing reference (no kernel JIT), also for the module-scoped fixtures."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NEURAL3D_BACKEND", "torch")
+        mp.delenv("NEURAL3D_DEBUG", raising=False)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(threads)
 
 
 def cli_error(capsys, argv: list[str], *needles: str) -> str:
@@ -410,7 +415,7 @@ def test_cli_sigint_is_one_line_and_exit_130(toy_object, tmp_path):
 
 
 def test_sigkill_at_random_moments_resumes_exactly(toy_object, tmp_path):
-    """A fit with ckpt_every=1 killed (SIGKILL) at 6 seeded random moments always resumes from
+    """A fit with ckpt_every=1 killed (SIGKILL) at 5 seeded random moments always resumes from
     the last saved step, ends with the losses of an uninterrupted run (==), and leaves no
     temporary files."""
     import random
@@ -427,7 +432,7 @@ def test_sigkill_at_random_moments_resumes_exactly(toy_object, tmp_path):
     last = run / "checkpoints" / "last.pt"
     rng = random.Random(16)
     kills = 0
-    while kills < 6:
+    while kills < 5:
         saved = _step(run) if last.is_file() else None
         proc = subprocess.Popen(_fit_cmd(toy_object, run, steps), env=_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -451,3 +456,343 @@ def test_sigkill_at_random_moments_resumes_exactly(toy_object, tmp_path):
     assert [h["step"] for h in b] == list(range(steps))
     assert [h["loss"] for h in b] == [h["loss"] for h in a]
     assert not [p for p in run.rglob("*.tmp")]
+
+
+# ============================================================================ the corpus
+# Each case: (id, build) where build(tmp, ctx) writes what it needs under tmp and returns
+# (argv, needles): the CLI must exit 2 with one stderr line holding every needle, no
+# traceback. ctx gives the shared toy object/root, a fitted checkpoint and an SSDNeRF run.
+
+def _fit_on(data) -> list:
+    return ["fit", "--data", data, "--steps", "2", *FIT]
+
+
+def _copy_object(ctx, tmp: Path) -> Path:
+    import shutil
+
+    obj = tmp / "obj"
+    shutil.copytree(ctx["object"], obj)
+    return obj
+
+
+def _scene(tmp: Path, **meta) -> Path:
+    return blender_scene(tmp / "scene", **meta)
+
+
+def _frame(tmp: Path, key: str, value, frame: int = 1) -> Path:
+    scene = _scene(tmp)
+    edit_json(scene / "transforms_train.json", lambda m: m["frames"][frame].__setitem__(key, value))
+    return scene
+
+
+def _ns(tmp: Path, **top) -> Path:
+    """A nerfstudio-style scene (fl_x, w, h at the top level) with ``top`` overriding."""
+    scene = _scene(tmp)
+    edit_json(scene / "transforms_train.json", lambda m: (
+        m.pop("camera_angle_x"), m.update({"fl_x": 20.0, "w": 16, "h": 16, **top})))
+    return scene
+
+
+def _srn_intrinsics(tmp, ctx, text: str) -> Path:
+    obj = _copy_object(ctx, tmp)
+    (obj / "intrinsics.txt").write_text(text)
+    return obj
+
+
+def _first_image(obj: Path) -> Path:
+    return sorted((obj / "rgb").iterdir())[0]
+
+
+def _zero_png(tmp, ctx):
+    obj = _copy_object(ctx, tmp)
+    _first_image(obj).write_bytes(b"")
+    return _fit_on(obj), [_first_image(obj), "empty (0 bytes)"]
+
+
+def _garbage_png(tmp, ctx):
+    obj = _copy_object(ctx, tmp)
+    _first_image(obj).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    return _fit_on(obj), [_first_image(obj), "cannot read image"]
+
+
+def _symlink_loop_image(tmp, ctx):
+    obj = _copy_object(ctx, tmp)
+    img = _first_image(obj)
+    img.unlink()
+    img.symlink_to(img.name)  # points at itself
+    return _fit_on(obj), [img, "symlink"]
+
+
+def _symlink_loop_folder(tmp, ctx):
+    import shutil
+
+    obj = _copy_object(ctx, tmp)
+    shutil.rmtree(obj / "rgb")
+    (obj / "rgb").symlink_to("rgb")
+    return _fit_on(obj), [obj / "rgb", "symlink"]
+
+
+def _alpha_zero(tmp, ctx):
+    scene = _scene(tmp)
+    for p in (scene / "train").iterdir():
+        _png(p, np.full((16, 16, 3), 0.3), np.zeros((16, 16)))
+    return _fit_on(scene), [scene, "background", "nothing to fit"]
+
+
+def _one_pose(tmp, ctx):
+    scene = _scene(tmp)
+    edit_json(scene / "transforms_train.json", lambda m: [
+        f.__setitem__("transform_matrix", m["frames"][0]["transform_matrix"]) for f in m["frames"]])
+    return _fit_on(scene), [scene, "share one camera position"]
+
+
+def _bad_yaml(tmp, ctx):
+    (tmp / "bad.yaml").write_text("steps: 10\nrays: [1, 2\nlr: 0.1\n")
+    return ["fit", "--config", tmp / "bad.yaml", "--data", ctx["object"]], \
+        [tmp / "bad.yaml", "YAML syntax error", "line"]
+
+
+def _yaml_list(tmp, ctx):
+    (tmp / "list.yaml").write_text("- 1\n- 2\n")
+    return ["fit", "--config", tmp / "list.yaml"], [tmp / "list.yaml", "mapping"]
+
+
+def _broken_json(tmp: Path) -> Path:
+    scene = _scene(tmp)
+    (scene / "transforms_train.json").write_text("{frames: [")
+    return scene
+
+
+def _pose_text(tmp, ctx):
+    obj = _copy_object(ctx, tmp)
+    pose = sorted((obj / "pose").iterdir())[0]
+    pose.write_text("a b c")
+    return _fit_on(obj), [pose, "not a number"]
+
+
+def _ckpt(tmp, ctx, change) -> Path:
+    ck = torch.load(ctx["fitted"], weights_only=True)
+    change(ck)
+    torch.save(ck, tmp / "c.pt")
+    return tmp / "c.pt"
+
+
+def _record(**kv):
+    def change(ck):
+        ck["record"] = {**ck["record"], **kv}
+    return change
+
+
+def _without(key):
+    def change(ck):
+        ck["record"] = {k: v for k, v in ck["record"].items() if k != key}
+    return change
+
+
+def _config(**kv):
+    def change(ck):
+        ck["record"] = {**ck["record"], "config": {**ck["record"]["config"], **kv}}
+    return change
+
+
+def _old_record(ck):
+    """The record layout before typed configs (``fit_config``, ``field`` + ``field_kwargs``),
+    with a typo in ``field_kwargs``."""
+    rec = ck["record"]
+    ck["record"] = {**{k: rec[k] for k in ("aabb", "grid_res", "step", "background")},
+                    "method": "fit", "field": "triplane", "field_kwargs": {"resolutoin": 8},
+                    "fit_config": {"steps": 2}}
+
+
+def _render(path) -> list:
+    return ["render", path, "--frames", "1", "--out", Path(path).parent / "v.mp4"]
+
+
+def _pickle_attack(tmp, ctx):
+    class Attack:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp / 'PWNED'}",))
+
+    torch.save({"record": Attack()}, tmp / "evil.pt")
+    return _render(tmp / "evil.pt"), [tmp / "evil.pt", "refused"]
+
+
+def _truncated(tmp, ctx):
+    data = ctx["fitted"].read_bytes()
+    (tmp / "t.pt").write_bytes(data[: len(data) // 2])
+    return _render(tmp / "t.pt"), [tmp / "t.pt", "truncated"]
+
+
+def _ssd_sample(ckpt, *extra) -> list:
+    return ["sample", "ssdnerf", ckpt, "--out", Path(ckpt).parent / "s", "--steps", "1", *extra]
+
+
+CASES = {
+    # ---- config values and files (fit, ssdnerf, diffusion)
+    "fit --steps -5": lambda t, c: (_fit_on(c["object"]) + ["--steps", "-5"], ["steps", "-5"]),
+    "fit rays=0": lambda t, c: (_fit_on(c["object"]) + ["rays=0"], ["rays", ">= 1"]),
+    "fit rays=-4": lambda t, c: (_fit_on(c["object"]) + ["rays=-4"], ["rays"]),
+    "fit lr=0": lambda t, c: (_fit_on(c["object"]) + ["lr=0"], ["lr", "> 0"]),
+    "fit lr=nan": lambda t, c: (_fit_on(c["object"]) + ["lr=.nan"], ["lr"]),
+    "fit --res -1": lambda t, c: (_fit_on(c["object"]) + ["--res", "-1"], ["res"]),
+    "fit grid_res=1": lambda t, c: (_fit_on(c["object"]) + ["grid_res=1"], ["grid_res"]),
+    "fit field.resolution=0": lambda t, c: (_fit_on(c["object"]) + ["field.resolution=0"],
+                                            ["field.resolution"]),
+    "fit field.hidden=-1": lambda t, c: (_fit_on(c["object"]) + ["field.hidden=-1"],
+                                         ["field.hidden"]),
+    "fit field key typo": lambda t, c: (_fit_on(c["object"]) + ["field.resolutoin=8"],
+                                        ["field.resolutoin", "did you mean 'resolution'"]),
+    "fit field kind typo": lambda t, c: (_fit_on(c["object"]) + ["field.kind=hashgird"],
+                                         ["field.kind", "hashgrid"]),
+    "fit aabb of 5": lambda t, c: (_fit_on(c["object"]) + ["aabb=[0,0,0,1,1]"], ["aabb"]),
+    "fit rays=abc": lambda t, c: (_fit_on(c["object"]) + ["rays=abc"], ["rays", "int"]),
+    "fit bad override YAML": lambda t, c: (_fit_on(c["object"]) + ["aabb=[1,"], ["aabb=[1,"]),
+    "fit --time-budget -1": lambda t, c: (_fit_on(c["object"]) + ["--time-budget", "-1"],
+                                          ["--time-budget"]),
+    "fit --threads -1": lambda t, c: (_fit_on(c["object"]) + ["--threads", "-1"], ["--threads"]),
+    "fit no data": lambda t, c: (["fit", "--out", t / "r"], ["data"]),
+    "YAML syntax error": _bad_yaml,
+    "YAML top level a list": _yaml_list,
+    "config file missing": lambda t, c: (["fit", "--config", t / "nope.yaml"], [t / "nope.yaml"]),
+    "ssdnerf train.steps=-3": lambda t, c: (["train", "ssdnerf", "train.steps=-3"],
+                                            ["train.steps"]),
+    "ssdnerf optim.batch_objects=0": lambda t, c: (["train", "ssdnerf",
+                                                    "optim.batch_objects=0"],
+                                                   ["optim.batch_objects"]),
+    "ssdnerf loss.rays_per_object=0": lambda t, c: (["train", "ssdnerf",
+                                                     "loss.rays_per_object=0"],
+                                                    ["loss.rays_per_object"]),
+    "ssdnerf model.plane_res=0": lambda t, c: (["train", "ssdnerf", "model.plane_res=0"],
+                                               ["model.plane_res"]),
+    "ssdnerf optim.mode=foo": lambda t, c: (["train", "ssdnerf", "optim.mode=foo"],
+                                            ["optim.mode"]),
+    "ssdnerf train.ema_decay=1.5": lambda t, c: (["train", "ssdnerf", "train.ema_decay=1.5"],
+                                                 ["train.ema_decay"]),
+    "ssdnerf train.amp_dtype=fp8": lambda t, c: (["train", "ssdnerf", "train.amp_dtype=fp8"],
+                                                 ["train.amp_dtype"]),
+    "ssdnerf sample_steps > num_steps": lambda t, c: (
+        ["train", "ssdnerf", "diffusion.num_steps=10", "diffusion.sample_steps=50"],
+        ["diffusion.sample_steps"]),
+    "diffusion optim.batch=0": lambda t, c: (["diffusion", "train", "optim.batch=0"],
+                                             ["optim.batch"]),
+    "diffusion model.channels=0": lambda t, c: (["diffusion", "train", "model.channels=0"],
+                                                ["model.channels"]),
+    "diffusion data.res=2": lambda t, c: (["diffusion", "train", "data.res=2"], ["data.res"]),
+    "diffusion optim.lr=-1": lambda t, c: (["diffusion", "train", "optim.lr=-1"], ["optim.lr"]),
+    "diffusion train.steps=0": lambda t, c: (["diffusion", "train", "train.steps=0"],
+                                             ["train.steps"]),
+    # ---- command-line numbers
+    "render --frames 0": lambda t, c: (["render", c["fitted"], "--frames", "0", "--out",
+                                        t / "v.mp4"], ["--frames"]),
+    "render --width -1": lambda t, c: (["render", c["fitted"], "--width", "-1", "--out",
+                                        t / "v.mp4"], ["--width"]),
+    "export --res 1": lambda t, c: (["export", c["fitted"], "--res", "1", "--out", t / "m.ply"],
+                                    ["--res"]),
+    "sample --num 0": lambda t, c: (_ssd_sample(c["ssd"], "--num", "0"), ["--num"]),
+    "sample --frames 0": lambda t, c: (_ssd_sample(c["ssd"], "--frames", "0"), ["--frames"]),
+    "sample --res -1": lambda t, c: (_ssd_sample(c["ssd"], "--res", "-1"), ["--res"]),
+    "data toy --objects 0": lambda t, c: (["data", "toy", "--objects", "0", "--out", t / "d"],
+                                          ["--objects"]),
+    "data preview --views 0": lambda t, c: (["data", "preview", c["root"], "--views", "0"],
+                                            ["--views"]),
+    "demo --res -1": lambda t, c: (["demo", "--res", "-1", "--out", t / "d"], ["--res"]),
+    "demo --steps 0": lambda t, c: (["demo", "--steps", "0", "--out", t / "d"], ["--steps"]),
+    "eval --max-objects -1": lambda t, c: (["eval", "nvs", "--ckpt", c["ssd"], "--data",
+                                            c["root"], "--max-objects", "-1"],
+                                           ["--max-objects"]),
+    # ---- data: transforms files
+    "camera_angle_y = 0": lambda t, c: (_fit_on(_scene(t, camera_angle_y=0.0)),
+                                        ["transforms_train.json", "camera_angle_y"]),
+    "camera_angle_x = 0": lambda t, c: (_fit_on(_frame(t, "camera_angle_x", 0)),
+                                        ["frame 1", "camera_angle_x"]),
+    "w = 0": lambda t, c: (_fit_on(_ns(t, w=0)), ["transforms_train.json", "'w'"]),
+    "h = -16": lambda t, c: (_fit_on(_ns(t, h=-16)), ["transforms_train.json", "'h'"]),
+    "k1 = 'abc'": lambda t, c: (_fit_on(_ns(t, k1="abc")), ["transforms_train.json", "'k1'"]),
+    "declared w 100000": lambda t, c: (_fit_on(_ns(t, w=100000)),
+                                       ["transforms_train.json", "declares"]),
+    "declared h 1e9": lambda t, c: (_fit_on(_ns(t, h=1e9)), ["transforms_train.json",
+                                                             "declares"]),
+    "cx = nan": lambda t, c: (_fit_on(_ns(t, cx=float("nan"))), ["transforms_train.json",
+                                                                 "'cx'", "finite"]),
+    "fl_x = -5": lambda t, c: (_fit_on(_ns(t, fl_x=-5)), ["transforms_train.json", "'fl_x'"]),
+    "fl_x = 'x'": lambda t, c: (_fit_on(_ns(t, fl_x="x")), ["transforms_train.json", "'fl_x'"]),
+    "transforms not JSON": lambda t, c: (_fit_on(_broken_json(t)), ["transforms_train.json"]),
+    "frames empty": lambda t, c: (_fit_on(_ns(t, frames=[])), ["transforms_train.json",
+                                                               "empty"]),
+    "frame without matrix": lambda t, c: (_fit_on(_frame(t, "transform_matrix", None)),
+                                          ["frame 1", "transform_matrix"]),
+    "matrix 3x3": lambda t, c: (_fit_on(_frame(t, "transform_matrix", np.eye(3).tolist())),
+                                ["frame 1", "4x4"]),
+    "matrix not rigid": lambda t, c: (_fit_on(_frame(t, "transform_matrix",
+                                                     (np.eye(4) * 2).tolist())),
+                                      ["frame 1", "rigid"]),
+    "image missing": lambda t, c: (_fit_on(_frame(t, "file_path", "./train/nope")),
+                                   ["nope.png", "missing"]),
+    "data path missing": lambda t, c: (_fit_on(t / "nothing"), [t / "nothing"]),
+    "alpha zero everywhere": _alpha_zero,
+    "all views one pose": _one_pose,
+    # ---- data: SRN folders
+    "zero-byte PNG": _zero_png,
+    "garbage PNG": _garbage_png,
+    "symlink loop (image)": _symlink_loop_image,
+    "symlink loop (rgb folder)": _symlink_loop_folder,
+    "SRN cx = nan": lambda t, c: (_fit_on(_srn_intrinsics(t, c, "20 nan 8 0.\n16 16\n")),
+                                  ["intrinsics.txt", "cx", "finite"]),
+    "SRN f = 'abc'": lambda t, c: (_fit_on(_srn_intrinsics(t, c, "abc 8 8 0.\n16 16\n")),
+                                   ["intrinsics.txt", "'abc'"]),
+    "SRN declared 100000 px": lambda t, c: (
+        _fit_on(_srn_intrinsics(t, c, "20 8 8 0.\n100000 100000\n")),
+        ["intrinsics.txt", "declares"]),
+    "SRN pose text": _pose_text,
+    # ---- checkpoints
+    "zero-byte checkpoint": lambda t, c: (_render(t / "z.pt"), [t / "z.pt", "empty (0 bytes)"])
+    if (t / "z.pt").write_bytes(b"") is not None else None,
+    "garbage checkpoint": lambda t, c: (_render(t / "g.pt"), [t / "g.pt", "not a torch"])
+    if (t / "g.pt").write_bytes(b"not a checkpoint") else None,
+    "truncated checkpoint": _truncated,
+    "pickle that runs code": _pickle_attack,
+    "checkpoint not a dict": lambda t, c: (_render(t / "l.pt"), [t / "l.pt", "not a dict"])
+    if torch.save([1, 2], t / "l.pt") is None else None,
+    "checkpoint missing": lambda t, c: (_render(t / "none.pt"), [t / "none.pt", "not found"]),
+    "record without aabb": lambda t, c: (_render(_ckpt(t, c, _without("aabb"))),
+                                         [t / "c.pt", "'aabb'"]),
+    "record aabb nan": lambda t, c: (_render(_ckpt(t, c, _record(aabb=[float("nan")] * 6))),
+                                     [t / "c.pt", "aabb"]),
+    "record grid_res huge": lambda t, c: (_render(_ckpt(t, c, _record(grid_res=10**6))),
+                                          [t / "c.pt", "grid_res"]),
+    "no record": lambda t, c: (_render(_ckpt(t, c, lambda ck: ck.pop("record"))),
+                               [t / "c.pt", "no method record"]),
+    "unknown method": lambda t, c: (_render(_ckpt(t, c, _record(method="nosuch"))),
+                                    ["nosuch"]),
+    "field does not match weights": lambda t, c: (
+        _render(_ckpt(t, c, _config(field={"kind": "triplane", "resolution": 7}))),
+        [t / "c.pt", "do not match"]),
+    "field kind does not match": lambda t, c: (
+        _render(_ckpt(t, c, _config(field={"kind": "mlp"}))), [t / "c.pt", "do not match"]),
+    "old record field_kwargs typo": lambda t, c: (_render(_ckpt(t, c, _old_record)),
+                                                  [t / "c.pt", "resolutoin", "resolution"]),
+    "record config unknown key": lambda t, c: (_render(_ckpt(t, c, _config(rayz=5))),
+                                               [t / "c.pt", "rayz"]),
+    "record config bad value": lambda t, c: (_render(_ckpt(t, c, _config(steps=-1))),
+                                             [t / "c.pt", "steps"]),
+    "fit checkpoint to sample ssdnerf": lambda t, c: (_ssd_sample(c["fitted"]),
+                                                      ["'fit' checkpoint"]),
+    "resume from another method": lambda t, c: (
+        ["fit", "--data", c["object"], "--out", t / "r", *FIT, f"resume={c['ssd']}"],
+        ["'ssdnerf'"]),
+}
+
+
+@pytest.fixture(scope="module")
+def ctx(toy_root, toy_object, fitted, ssdnerf_run):
+    return {"root": toy_root, "object": toy_object, "fitted": fitted,
+            "ssd": ssdnerf_run / "checkpoints" / "last.pt"}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_one_clean_line(case, ctx, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # anything a command would write by default lands here
+    argv, needles = CASES[case](tmp_path, ctx)
+    line = cli_error(capsys, argv, *needles)
+    assert line.startswith("neural3d ")
+    assert not (tmp_path / "PWNED").exists()

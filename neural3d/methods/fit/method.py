@@ -104,6 +104,26 @@ class FitConfig:
 
 
 
+def check_fittable(views) -> None:
+    """Refuse training views that hold nothing to fit (a :class:`~neural3d.data.DataError`
+    naming the data): every pixel background (alpha zero everywhere, or every colour equal to
+    the background), or every view from the same camera position (no parallax)."""
+    from neural3d.data import DataError
+
+    where = views.path or views.object_id
+    bg = torch.as_tensor(views.background, dtype=torch.float32)
+    empty = (views.masks is not None and float(views.masks.max()) == 0.0) or \
+        float((views.images - bg).abs().max()) == 0.0
+    if empty:
+        raise DataError(f"{where}: every pixel of the {len(views)} training views is background "
+                        "(alpha is zero everywhere or the images are blank): nothing to fit")
+    c = views.cameras.centers
+    if len(views) > 1 and float((c - c[0]).norm(dim=-1).max()) <= 1e-6 * max(
+            float(c.norm(dim=-1).max()), 1.0):
+        raise DataError(f"{where}: all {len(views)} training views share one camera position: "
+                        "no parallax to fit a 3D field from")
+
+
 @register_method
 class Fit(Method):
     """Fits ``cfg.field`` to ``train`` views (read from ``cfg.data`` unless given, with the
@@ -154,6 +174,7 @@ class Fit(Method):
 
         self._read_data()
         c, train = self.cfg, self.train_views
+        check_fittable(train)
         torch.manual_seed(c.seed)
         cams = train.cameras
         H, W = train.images.shape[1:3]
