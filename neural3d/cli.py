@@ -37,19 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The library's error types for bad input (a config key, a file, a checkpoint, a method):
-    reported as one line, exit 2."""
+    """The library's error types for bad input (a config key, a file, a checkpoint, a method,
+    a run folder, a loss that became NaN): reported as one line, exit 2."""
     from neural3d.config import ConfigError
     from neural3d.data.core import DataError
     from neural3d.eval.protocol import EvalError
     from neural3d.methods.registry import MethodError
+    from neural3d.train.checkpoint import CheckpointError
+    from neural3d.train.trainer import NonFiniteLossError
 
-    return ConfigError, DataError, EvalError, MethodError, FileNotFoundError
+    return (ConfigError, DataError, EvalError, MethodError, CheckpointError, NonFiniteLossError,
+            FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command. Bad input (:func:`user_errors`) prints ``neural3d COMMAND: message`` and
-    returns 2; ``NEURAL3D_DEBUG=1`` shows the traceback instead."""
+    returns 2; Ctrl-C prints one line (training: the step and checkpoint saved) and returns
+    130; ``NEURAL3D_DEBUG=1`` shows the traceback instead."""
     import os
 
     parser = build_parser()
@@ -68,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"neural3d {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        if os.environ.get("NEURAL3D_DEBUG"):
+            raise
+        print(f"neural3d {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

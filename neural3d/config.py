@@ -16,12 +16,31 @@ and on the command line ``field.kind=hashgrid`` / ``field=hashgrid`` (a differen
 again from that kind's defaults; the same kind keeps the values) and ``field.resolution=64``.
 Keys are checked against the chosen kind; an unknown kind is an error listing the kinds.
 :func:`to_dict` writes ``kind`` as the first key of such a section.
+
+**Value checks.** A config class states the allowed range of its numeric keys in a class
+variable, and may add a ``validate()`` method for what ranges cannot say (choices of a string,
+lengths, relations between keys)::
+
+    @dataclass
+    class OptimConfig:
+        limits: ClassVar[dict[str, Range]] = {"lr": positive(), "batch": at_least(1),
+                                              "dropout": between(0, 1, hi_open=True)}
+        lr: float = 1e-3
+        ...
+        def validate(self) -> None:     # raise invalid("key", "why") naming the key
+            ...
+
+A range applies to each item of a list value; NaN and infinities never pass. :func:`from_dict`
+(hence :func:`load_config`) checks every section it builds, and :func:`validate` checks a
+config built in code (``train_method`` calls it), so a bad value is a :class:`ConfigError`
+naming its dotted key (``train.steps: must be >= 1, got -3``) before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -34,6 +53,83 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that does not fit its dataclass."""
+
+
+def invalid(key: str, why: str) -> ConfigError:
+    """The error of a ``validate()`` hook: ``key`` relative to its section (the section's
+    prefix is added by :func:`validate`)."""
+    return ConfigError(f"{key}: {why}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric key: ``lo``/``hi`` bounds (None: unbounded), open or
+    closed; values must also be finite numbers."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}" if self.lo is not None \
+                else "a finite number"
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return (f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}"
+                f"{')' if self.hi_open else ']'}")
+
+    def ok(self, v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        if self.lo is not None and not (v > self.lo if self.lo_open else v >= self.lo):
+            return False
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+
+    def check(self, value: Any, where: str) -> None:
+        items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+        for i, v in items:
+            if v is not None and not self.ok(v):
+                at = where if i is None else f"{where}[{i}]"
+                raise ConfigError(f"{at}: must be {self}, got {v!r}")
+
+
+def at_least(lo: float) -> Range:
+    """``>= lo``."""
+    return Range(lo)
+
+
+def positive() -> Range:
+    """``> 0``."""
+    return Range(0, lo_open=True)
+
+
+def between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Range:
+    """``lo <= x <= hi`` (or open at either end)."""
+    return Range(lo, hi, lo_open, hi_open)
+
+
+def check_section(cfg: Any, prefix: str = "") -> None:
+    """Check one section (not its sub-sections): its ``limits`` and its ``validate()``."""
+    for key, rng in getattr(type(cfg), "limits", {}).items():
+        rng.check(getattr(cfg, key), f"{prefix}.{key}" if prefix else key)
+    hook = getattr(cfg, "validate", None)
+    if callable(hook):
+        try:
+            hook()
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}.{exc}" if prefix else str(exc)) from None
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Check a config and all its sections (see the module docstring); raises
+    :class:`ConfigError` naming the dotted key of the first bad value."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate(value, f"{prefix}.{f.name}" if prefix else f.name)
+    check_section(cfg, prefix)
 
 
 class TaggedConfig:
@@ -184,7 +280,14 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         tp = _strip_optional(hints[key])
         kind = _default_kind(f, tp) if _is_tagged(tp) else ""
         kwargs[key] = _coerce(value, hints[key], where, kind)
-    return cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # a __post_init__ check
+        raise ConfigError(f"{prefix or cls.__name__}: {exc}") from exc
+    check_section(obj, prefix)
+    return obj
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -211,7 +314,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], cls: type) -> di
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
         dotted, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': the value is not valid YAML "
+                              f"({getattr(exc, 'problem', None) or exc})") from exc
         keys = dotted.split(".")
         node, node_cls = data, cls
         for depth, key in enumerate(keys[:-1]):  # the sections on the way must exist
@@ -273,7 +380,15 @@ def load_config(cls: type[T], path: str | Path | None = None,
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            why = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"{path}: YAML syntax error{at}: {why}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         _merge(data, loaded, cls)

@@ -5,11 +5,17 @@ import pytest
 
 from neural3d.config import (
     ConfigError,
+    Range,
     TaggedConfig,
+    at_least,
+    between,
     from_dict,
+    invalid,
     load_config,
+    positive,
     save_config,
     to_dict,
+    validate,
 )
 
 
@@ -136,3 +142,67 @@ def test_tagged_registration_errors():
         Shape.register(Other)
     with pytest.raises(TypeError, match="not a config family"):
         TaggedConfig.register(Circle)
+
+
+@dataclass
+class Limited:
+    limits: ClassVar[dict[str, Range]] = {"steps": at_least(1), "lr": positive(),
+                                          "drop": between(0, 1, hi_open=True),
+                                          "sizes": at_least(1)}
+    steps: int = 10
+    lr: float = 1e-3
+    drop: float = 0.0
+    sizes: list = field(default_factory=lambda: [1, 2])
+    mode: str = "a"
+
+    def validate(self) -> None:
+        if self.mode not in ("a", "b"):
+            raise invalid("mode", f"must be a or b, got {self.mode!r}")
+
+
+@dataclass
+class HoldsLimited:
+    sub: Limited = field(default_factory=Limited)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sub.steps=0", "sub.steps: must be >= 1, got 0"),
+    ("sub.lr=0", "sub.lr: must be > 0, got 0.0"),
+    ("sub.lr=.nan", "sub.lr: must be > 0, got nan"),
+    ("sub.lr=.inf", "sub.lr: must be > 0, got inf"),
+    ("sub.drop=1", "sub.drop: must be in [0, 1), got 1.0"),
+    ("sub.sizes=[3,0]", "sub.sizes[1]: must be >= 1, got 0"),
+    ("sub.mode=c", "sub.mode: must be a or b, got 'c'"),
+])
+def test_limits_and_validate_hooks_name_the_key(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(HoldsLimited, overrides=[override])
+    assert str(e.value) == message
+    assert load_config(HoldsLimited, overrides=["sub.steps=1", "sub.drop=0.5"]).sub.steps == 1
+    built = HoldsLimited(Limited(steps=-1))      # built in code: validate() checks it
+    with pytest.raises(ConfigError, match=r"^sub\.steps: must be >= 1, got -1$"):
+        validate(built)
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\ninner: {steps: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: YAML syntax error \(line 3"):
+        load_config(Outer, bad)
+
+
+def test_every_default_and_shipped_config_passes_its_limits():
+    from pathlib import Path
+
+    from neural3d.fields import FIELD_CONFIGS
+    from neural3d.methods.diffusion2d.config import DiffusionExperiment
+    from neural3d.methods.fit import FitConfig
+    from neural3d.methods.ssdnerf.config import SSDNeRFConfig
+
+    for cls in (FitConfig, SSDNeRFConfig, DiffusionExperiment, *FIELD_CONFIGS.values()):
+        validate(cls())
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for path in sorted(root.rglob("*.yaml")):
+        cls = (SSDNeRFConfig if "ssdnerf" in path.name else DiffusionExperiment
+               if "diffusion" in path.name else FitConfig)
+        validate(load_config(cls, path))

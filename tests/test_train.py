@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from neural3d.train import EMA, NonFiniteLossError, TrainConfig, Trainer, load_checkpoint
+from neural3d.train import (
+    EMA,
+    CheckpointError,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+)
 
 
 def _make(tmp_path, steps, resume="auto", ema=0.9, seed=3):
@@ -96,7 +103,7 @@ def test_missing_loss_key_and_bad_checkpoint(tmp_path):
         trainer.fit(lambda s: {"psnr": torch.tensor(1.0)})
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="bad.pt"):
+    with pytest.raises(CheckpointError, match="bad.pt"):
         load_checkpoint(bad)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "nope.pt")
@@ -160,5 +167,5 @@ def test_single_model_checkpoint_keys_and_format_1(tmp_path):
     assert again.optimizers["main"].state_dict()["state"][0]["step"] == 4
     torch.save(dict(old, format="other-9"), tmp_path / "bad.pt")
     bad, _ = _make(tmp_path / "c", 4, resume=str(tmp_path / "bad.pt"))
-    with pytest.raises(RuntimeError, match=r"bad\.pt.*unknown checkpoint format 'other-9'"):
+    with pytest.raises(CheckpointError, match=r"bad\.pt.*unknown checkpoint format 'other-9'"):
         bad.maybe_resume()

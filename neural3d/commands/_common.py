@@ -22,10 +22,23 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
                              "busy; 1 is fastest on a shared machine)")
 
 
+def check_options(args: argparse.Namespace, **limits) -> None:
+    """Range-check integer/float options (``frames=at_least(1)``, see
+    :class:`neural3d.config.Range`): a bad value is a one-line
+    :class:`~neural3d.config.ConfigError` naming the option (``--frames: must be >= 1, got 0``).
+    Options left at None are not checked."""
+    for name, rng in limits.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            rng.check(value, "--" + name.replace("_", "-"))
+
+
 def setup_runtime(args: argparse.Namespace):
     """Apply ``--threads`` and resolve ``--device``; returns the ``torch.device``."""
+    from neural3d.config import at_least
     from neural3d.device import resolve_device
 
+    check_options(args, threads=at_least(0))
     device = resolve_device(args.device)
     if device.type == "cpu":
         choose_threads(args.threads)

@@ -39,8 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_toy(args: argparse.Namespace) -> int:
     import time
 
+    from neural3d.commands._common import check_options
+    from neural3d.config import at_least, between
     from neural3d.data.toy import write_toy_dataset
 
+    check_options(args, objects=at_least(1), views=at_least(1), test_objects=at_least(0),
+                  test_views=at_least(0), res=between(4, 4096), supersample=between(1, 16))
     t0 = time.perf_counter()
     summary = write_toy_dataset(args.out, args.category, objects=args.objects, views=args.views,
                                 test_views=args.test_views, res=args.res, seed=args.seed,
@@ -53,13 +57,11 @@ def run_toy(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from neural3d.data.core import DataError
+    from neural3d.commands._common import check_options
+    from neural3d.config import at_least
     from neural3d.export.preview import contact_sheet
 
-    try:
-        out = contact_sheet(args.dir, args.out, objects=args.objects, views=args.views)
-    except DataError as e:
-        print(f"error: {e}")
-        return 2
-    print(out)
+    check_options(args, objects=at_least(1), views=at_least(1))
+
+    print(contact_sheet(args.dir, args.out, objects=args.objects, views=args.views))
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from neural3d.commands._common import add_runtime_args, setup_runtime
+from neural3d.commands._common import add_runtime_args, check_options, setup_runtime
 
 TASKS = {"nvs": ("reconstruct test objects from input views, score the others",
                  ("reconstruct", "render")),
@@ -79,10 +79,14 @@ def _method_class(rest: list[str]):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from neural3d.config import at_least
     from neural3d.eval import evaluate_generation, evaluate_nvs
 
     cls = _method_class(args.rest)
     opts = task_parser(args.task, cls).parse_args(args.rest)
+    check_options(opts, max_objects=at_least(0), num=at_least(1),
+                  poses_per_sample=at_least(1), finetune_steps=at_least(0),
+                  guidance_scale=at_least(0))
     device = setup_runtime(opts)
     out = opts.out or str(Path(opts.ckpt).resolve().parent.parent / f"eval_{args.task}")
     generic = set(vars(task_parser(args.task).parse_args(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from neural3d.commands._common import add_runtime_args, setup_runtime
+from neural3d.commands._common import add_runtime_args, check_options, setup_runtime
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,8 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from neural3d.config import between
     from neural3d.methods.registry import get_method, load
 
+    check_options(args, res=between(2, 2048))
     device = setup_runtime(args)
     method = load(args.ckpt, device)
     get_method(method.name, "export")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from neural3d.commands._common import add_runtime_args, setup_runtime
+from neural3d.commands._common import add_runtime_args, check_options, setup_runtime
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--res", type=int, default=None, help="resize images to RES x RES")
     p.add_argument("--out", default=None, help="output folder (default runs/fit)")
     p.add_argument("--config", default=None, help="YAML file with fit config keys")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT/checkpoints/last.pt (= resume=auto; the config must match "
+                        "the saved one except run-length and logging keys)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in OUT (= overwrite=true); without it or --resume, an "
+                        "OUT that holds a run is refused")
     p.add_argument("--time-budget", type=float, default=None,
                    help="stop training after this many seconds (at a step boundary; counted "
                         "after the kernel build and the setup)")
@@ -39,16 +44,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neural3d.config import load_config
+    from neural3d.config import load_config, positive
     from neural3d.methods.fit import Fit, FitConfig
     from neural3d.methods.training import train_method
 
     flags = {"data": args.data, "eval_data": args.eval_data, "steps": args.steps,
              "res": args.res, "out_dir": args.out,
              "resume": "auto" if args.resume else None,
+             "overwrite": True if args.overwrite else None,
              "progress": False if args.quiet else None}
     overrides = ([f"field.kind={args.field}"] if args.field else []) + list(args.overrides)
     overrides += [f"{k}={v}" for k, v in flags.items() if v is not None]
+    check_options(args, time_budget=positive())
     cfg = load_config(FitConfig, args.config, overrides)
     device = setup_runtime(args)
     _, metrics = train_method(Fit(cfg, device), time_budget=args.time_budget)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from neural3d.commands._common import add_runtime_args, setup_runtime
+from neural3d.commands._common import add_runtime_args, check_options, setup_runtime
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,9 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from neural3d.config import at_least
     from neural3d.export.media import write_video
     from neural3d.methods.registry import MethodError, get_method, load
 
+    check_options(args, frames=at_least(1), width=at_least(1))
     device = setup_runtime(args)
     method = load(args.ckpt, device, ema=False if args.no_ema else "auto")
     get_method(method.name, "render")

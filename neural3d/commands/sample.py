@@ -11,6 +11,7 @@ import argparse
 from neural3d.commands._common import (
     add_method_command,
     add_runtime_args,
+    check_options,
     method_parser,
     setup_runtime,
 )
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from neural3d.config import ConfigError
+    from neural3d.config import Range, at_least, between, positive
     from neural3d.methods.registry import get_method, load
 
     cls = get_method(args.method, "sample")
@@ -38,10 +39,13 @@ def run(args: argparse.Namespace) -> int:
                    help="raw weights (default: the EMA copy once it has warmed up)")
     add_runtime_args(p)
     cls.add_arguments("sample", p)
-    opts = vars(p.parse_intermixed_args(args.rest))
-    if opts["num"] < 1:
-        raise ConfigError(f"--num must be >= 1, got {opts['num']}")
-    device = setup_runtime(argparse.Namespace(**opts))
+    ns = p.parse_intermixed_args(args.rest)
+    # the command's numbers and the usual ones of methods' sample options
+    check_options(ns, num=at_least(1), frames=at_least(1), res=at_least(0), steps=at_least(1),
+                  fps=at_least(1), radius=positive(), elevation=between(-90, 90),
+                  cfg=Range(), eta=at_least(0))
+    opts = vars(ns)
+    device = setup_runtime(ns)
     method = load(opts.pop("ckpt"), device, ema=False if opts.pop("no_ema") else "auto",
                   method=cls.name)
     out = Path(opts.pop("out"))

@@ -80,7 +80,12 @@ def load_image(path: str | Path, background: Background = WHITE
 
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():
+            raise DataError(f"{path}: image is a symlink that leads to no file (broken or a "
+                            "loop)")
         raise DataError(f"{path}: image file is missing")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: image file is empty (0 bytes)")
     try:
         arr = np.asarray(iio.imread(path))
     except Exception as e:  # noqa: BLE001 - any decoder error is a data error

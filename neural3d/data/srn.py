@@ -72,9 +72,13 @@ def read_srn_intrinsics(path: str | Path) -> tuple[float, float, float, int, int
         raise DataError(f"{path}: malformed intrinsics: last line must be 'H W' (two positive "
                         f"integers), got {lines[-1]!r}")
     f, cx, cy = first[:3]
-    if not all(np.isfinite([f, cx, cy])) or f <= 0:
-        raise DataError(f"{path}: malformed intrinsics: focal length must be positive and "
-                        f"finite, got f={f}, cx={cx}, cy={cy}")
+    bad = [k for k, v in (("f", f), ("cx", cx), ("cy", cy)) if not np.isfinite(v)]
+    if bad:
+        raise DataError(f"{path}: malformed intrinsics: {', '.join(bad)} must be finite, got "
+                        f"f={f}, cx={cx}, cy={cy}")
+    if f <= 0:
+        raise DataError(f"{path}: malformed intrinsics: focal length must be positive, "
+                        f"got f={f}")
     return f, cx, cy, int(last[0]), int(last[1])
 
 
@@ -96,9 +100,21 @@ def read_srn_pose(path: str | Path, atol: float = 1e-3) -> np.ndarray:
 
 
 def _files(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+    """``{stem: path}`` of the files in ``folder`` with one of ``exts``; a symlink among them
+    that leads to no file (broken, or a loop) is an error naming it."""
     if not folder.is_dir():
+        if folder.is_symlink():
+            raise DataError(f"{folder}: symlink leads to no folder (broken or a loop)")
         return {}
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in exts}
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix not in exts:
+            continue
+        if p.is_file():
+            out[p.stem] = p
+        elif p.is_symlink():
+            raise DataError(f"{p}: symlink leads to no file (broken or a loop)")
+    return out
 
 
 def is_srn_object(path: str | Path) -> bool:
@@ -117,6 +133,9 @@ def read_srn_object(path: str | Path, resolution: Any = None, background: Backgr
     path = Path(path)
     background = WHITE if background is None else tuple(float(c) for c in background)
     if not path.is_dir():
+        if path.is_symlink():
+            raise DataError(f"{path}: object folder is a symlink that leads nowhere (broken or "
+                            "a loop)")
         raise DataError(f"{path}: object folder is missing")
     f, cx, cy, H, W = read_srn_intrinsics(path / "intrinsics.txt")
     rgbs = _files(path / "rgb", IMAGE_EXTS)
@@ -143,6 +162,9 @@ def read_srn_object(path: str | Path, resolution: Any = None, background: Backgr
         alphas.append(alpha)
         c2ws.append(read_srn_pose(poses[s], pose_atol))
         ih, iw = img.shape[:2]
+        if not 1 / 64 <= iw / W <= 64:
+            raise DataError(f"{path / 'intrinsics.txt'}: declares {W}x{H} images but "
+                            f"{rgbs[s].name} is {iw}x{ih}")
         if (ih, iw) != (H, W) and abs(ih / H - iw / W) > 1e-6:
             raise DataError(f"{rgbs[s]}: image is {iw}x{ih}, intrinsics "
                             f"{path / 'intrinsics.txt'} say {W}x{H} (aspect ratio differs)")
@@ -153,12 +175,26 @@ def read_srn_object(path: str | Path, resolution: Any = None, background: Backgr
                        [rgbs[s] for s in stems])
 
 
+def _check_id(object_id: str, where: str) -> str:
+    """An object id is one folder name: path separators, ``.`` and ``..`` are refused (a list
+    entry ``../cars_test/x`` would reach another split)."""
+    if object_id in (".", "..") or "/" in object_id or "\\" in object_id or \
+            Path(object_id).is_absolute():
+        raise DataError(f"{where}: object id {object_id!r} is not a folder name (paths and "
+                        "'..' are refused)")
+    return object_id
+
+
 def _read_list(path: Path) -> list[str]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read object list ({e})") from e
     ids = []
-    for ln in path.read_text().splitlines():
+    for n, ln in enumerate(text.splitlines(), 1):
         ln = ln.split("#", 1)[0].strip()
         if ln:
-            ids.append(ln)
+            ids.append(_check_id(ln, f"{path} line {n}"))
     return ids
 
 
@@ -217,7 +253,7 @@ class SRNCategory:
             yield self.read(oid)
 
     def object_path(self, object_id: str) -> Path:
-        return self.split_dir / object_id
+        return self.split_dir / _check_id(object_id, str(self.split_dir))
 
     def read(self, object_id: str, views: Any = None) -> MultiViewObject:
         return read_srn_object(self.object_path(object_id), self.resolution, self.background,

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -59,18 +60,37 @@ def find_transforms(path: str | Path, split: str | None = None) -> Path:
     raise DataError(f"{p}: no transforms.json or transforms_train.json found")
 
 
-def _num(meta: dict, key: str, where: str) -> float:
+def _num(meta: dict, key: str, where: str, positive: bool = False) -> float:
     try:
         v = float(meta[key])
     except (TypeError, ValueError) as e:
         raise DataError(f"{where}: {key!r} must be a number, got {meta[key]!r}") from e
     if not math.isfinite(v):
         raise DataError(f"{where}: {key!r} must be finite, got {v}")
+    if positive and v <= 0:
+        raise DataError(f"{where}: {key!r} must be positive, got {v}")
     return v
 
 
-def _resolve_image(base: Path, file_path: str) -> Path:
-    p = (base / file_path).resolve() if not Path(file_path).is_absolute() else Path(file_path)
+def _angle(meta: dict, key: str, where: str) -> float:
+    a = _num(meta, key, where)
+    if not 0 < a < math.pi:
+        raise DataError(f"{where}: {key!r} must be in (0, pi) radians, got {a}")
+    return a
+
+
+def _resolve_image(base: Path, file_path: str, where: str) -> Path:
+    """The image of a frame: ``file_path`` relative to the scene folder ``base`` (``.png`` etc.
+    appended when it has no image suffix). Absolute paths and paths that leave ``base`` (``..``)
+    are refused: a transforms file only names images of its own dataset. (Symlinks inside the
+    folder are followed: whoever made them chose the target.)"""
+    if not file_path.strip():
+        raise DataError(f"{where}: 'file_path' is empty")
+    rel = Path(os.path.normpath(file_path))
+    if rel.is_absolute() or PureWindowsPath(file_path).is_absolute() or rel.parts[:1] == ("..",):
+        raise DataError(f"{where}: file_path {file_path!r} leaves the scene folder {base} "
+                        "(absolute or '..' paths are refused)")
+    p = base / rel
     if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".webp", ".bmp"):
         return p
     for ext in IMAGE_EXTS:
@@ -94,7 +114,7 @@ def read_transforms(path: str | Path, split: str | None = None, resolution: Any 
     frames = meta["frames"]
     if not frames:
         raise DataError(f"{jpath}: 'frames' is empty (empty scene)")
-    if any(abs(float(meta.get(k, 0.0) or 0.0)) > 0 for k in _DISTORTION):
+    if any(abs(_num(meta, k, str(jpath))) > 0 for k in _DISTORTION if meta.get(k)):
         warnings.warn(f"{jpath}: lens distortion coefficients are ignored", stacklevel=2)
     base = jpath.parent
     images, alphas, c2ws, fx, fy, cx, cy, ids, paths = [], [], [], [], [], [], [], [], []
@@ -102,7 +122,7 @@ def read_transforms(path: str | Path, split: str | None = None, resolution: Any 
         where = f"{jpath} frame {i}"
         if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
             raise DataError(f"{where}: needs 'file_path' and 'transform_matrix'")
-        img_path = _resolve_image(base, str(fr["file_path"]))
+        img_path = _resolve_image(base, str(fr["file_path"]), where)
         img, alpha = load_image(img_path, background)
         try:
             m = np.asarray(fr["transform_matrix"], dtype=np.float64)
@@ -117,28 +137,26 @@ def read_transforms(path: str | Path, split: str | None = None, resolution: Any 
         H, W = img.shape[:2]
         merged = {**meta, **fr}
         if "fl_x" in merged:
-            fw = _num(merged, "w", where) if "w" in merged else W
-            fh = _num(merged, "h", where) if "h" in merged else H
+            fw = _num(merged, "w", where, positive=True) if "w" in merged else W
+            fh = _num(merged, "h", where, positive=True) if "h" in merged else H
+            if not (1 / 16 <= W / fw <= 2 and 1 / 16 <= H / fh <= 2):  # images_N: 1/N
+                raise DataError(f"{where} ({img_path.name}): the file declares {fw:g}x{fh:g} "
+                                f"('w', 'h') but the image is {W}x{H}")
             sx, sy = W / fw, H / fh
-            f_x = _num(merged, "fl_x", where)
-            f_y = _num(merged, "fl_y", where) if "fl_y" in merged else f_x
+            f_x = _num(merged, "fl_x", where, positive=True)
+            f_y = _num(merged, "fl_y", where, positive=True) if "fl_y" in merged else f_x
             c_x = _num(merged, "cx", where) if "cx" in merged else fw / 2.0
             c_y = _num(merged, "cy", where) if "cy" in merged else fh / 2.0
             f_x, f_y, c_x, c_y = f_x * sx, f_y * sy, c_x * sx, c_y * sy
         elif "camera_angle_x" in merged:
-            ax = _num(merged, "camera_angle_x", where)
-            if not 0 < ax < math.pi:
-                raise DataError(f"{where}: camera_angle_x must be in (0, pi) radians, got {ax}")
-            f_x = 0.5 * W / math.tan(0.5 * ax)
+            f_x = 0.5 * W / math.tan(0.5 * _angle(merged, "camera_angle_x", where))
             if "camera_angle_y" in merged:
-                f_y = 0.5 * H / math.tan(0.5 * _num(merged, "camera_angle_y", where))
+                f_y = 0.5 * H / math.tan(0.5 * _angle(merged, "camera_angle_y", where))
             else:
                 f_y = f_x
             c_x, c_y = W / 2.0, H / 2.0
         else:
             raise DataError(f"{where}: no intrinsics (need 'fl_x' or 'camera_angle_x')")
-        if f_x <= 0 or f_y <= 0:
-            raise DataError(f"{where}: focal length must be positive")
         images.append(img)
         alphas.append(alpha)
         fx.append(f_x)

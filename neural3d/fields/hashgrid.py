@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from neural3d.config import Range, at_least, between
 from neural3d.fields.base import Field, density_activation, normalize_aabb, widened_sigmoid
 from neural3d.fields.encodings import make_hash_encoding
 from neural3d.fields.registry import FieldConfig, register_field
@@ -64,6 +65,10 @@ class HashGridFieldConfig(FieldConfig):
 
     kind: ClassVar[str] = "hashgrid"
     target: ClassVar[type[Field]] = HashGridField
+    limits: ClassVar[dict[str, Range]] = {
+        "n_levels": at_least(1), "n_features": at_least(1), "log2_hashmap_size": between(1, 30),
+        "base_resolution": at_least(1), "max_resolution": at_least(1), "hidden": at_least(1),
+        "geo_features": at_least(0), "out_channels": at_least(1)}
     n_levels: int = 12
     n_features: int = 2
     log2_hashmap_size: int = 17

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from neural3d.config import Range, at_least
 from neural3d.fields.base import Field, density_activation, normalize_aabb, widened_sigmoid
 from neural3d.fields.encodings import PositionalEncoding
 from neural3d.fields.registry import FieldConfig, register_field
@@ -79,6 +80,9 @@ class MLPFieldConfig(FieldConfig):
 
     kind: ClassVar[str] = "mlp"
     target: ClassVar[type[Field]] = MLPNeRF
+    limits: ClassVar[dict[str, Range]] = {
+        "pos_freqs": at_least(0), "hidden": at_least(1), "layers": at_least(1),
+        "skips": at_least(0), "dir_freqs": at_least(0), "out_channels": at_least(1)}
     pos_freqs: int = 8
     hidden: int = 128
     layers: int = 4

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neural3d.config import Range, at_least, between
 from neural3d.fields.base import Field, density_activation, normalize_aabb, tv_loss, widened_sigmoid
 from neural3d.fields.registry import FieldConfig, register_field
 
@@ -155,6 +156,10 @@ class TriplaneFieldConfig(FieldConfig):
 
     kind: ClassVar[str] = "triplane"
     target: ClassVar[type[Field]] = TriplaneField
+    limits: ClassVar[dict[str, Range]] = {
+        "resolution": between(1, 4096), "channels": at_least(1), "hidden": at_least(1),
+        "layers": at_least(0), "init_std": at_least(0), "tv_weight": at_least(0),
+        "out_channels": at_least(1)}
     resolution: int = 128
     channels: int = 12
     hidden: int = 64

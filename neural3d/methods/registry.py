@@ -155,10 +155,7 @@ class Method:
         built = method.build()
         states = module_states(ckpt, ema)
         for name, module in built.modules.items():
-            if name not in states:
-                raise MethodError(f"checkpoint holds no weights for module {name!r} "
-                                  f"(has {sorted(states)})")
-            module.load_state_dict(states[name])
+            load_weights(module, states, name)
             module.to(method.device).eval()
         method.modules = built.modules
         method.loaded(ckpt)
@@ -310,19 +307,43 @@ def module_states(ckpt: Mapping[str, Any], ema: bool | str = "auto") -> dict[str
     return {"model": ckpt["model"]}
 
 
+def load_weights(module: nn.Module, states: Mapping[str, Any], name: str) -> None:
+    """``module.load_state_dict(states[name])`` with errors that say what does not fit: a
+    missing module, or weights whose names/shapes differ from the module its config builds
+    (:class:`~neural3d.train.checkpoint.CheckpointError`)."""
+    from neural3d.train.checkpoint import CheckpointError
+
+    if name not in states or not isinstance(states[name], Mapping):
+        raise CheckpointError(f"checkpoint holds no weights for module {name!r} "
+                              f"(has {sorted(states)})")
+    try:
+        module.load_state_dict(states[name])
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(f"the weights of module {name!r} do not match the module its "
+                              f"recorded config builds: {detail[:300]}") from exc
+
+
 def load(path: str | Path, device: str | torch.device = "cpu", ema: bool | str = "auto",
          method: str | None = None) -> Method:
     """Rebuild any method from its checkpoint (``weights_only`` load), ready for inference.
 
     ``ema``: see :func:`use_ema`. ``method``, when given, must match the checkpoint's."""
-    from neural3d.train.checkpoint import load_checkpoint
+    from neural3d.config import ConfigError
+    from neural3d.train.checkpoint import CheckpointError, load_checkpoint
 
     ckpt = load_checkpoint(path, map_location="cpu")
     name = method_of(ckpt, path)
     if method is not None and method != name:
         raise MethodError(f"{path} is a {name!r} checkpoint, not {method!r}")
     cls = get_method(name)
-    inst = cls.from_checkpoint(ckpt, device, ema)
+    try:
+        inst = cls.from_checkpoint(ckpt, device, ema)
+    except (ConfigError, CheckpointError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint's record does not fit method {name!r} "
+                              f"({type(exc).__name__}: {exc})") from exc
     inst.checkpoint_path = str(path)
     inst.checkpoint_step = int(ckpt.get("step", 0))
     return inst

@@ -1,22 +1,123 @@
 """Training any registered method: build, the shared trainer, ``step``, ``finish``.
 
 ``train_method(method)`` is what ``neural3d train METHOD`` runs: it starts torch.distributed
-when launched by torchrun, builds the compositing kernel before any clock starts, writes the
-run folder's ``config.yaml``, builds the method's modules and optimisers, hands them to
+when launched by torchrun, validates the config, checks the run folder (:func:`prepare_run`),
+builds the compositing kernel before any clock starts, writes the run folder's
+``config.yaml``, builds the method's modules and optimisers, hands them to
 :class:`~neural3d.train.Trainer` together with the method's record (so that the checkpoint can
-be rebuilt by :func:`neural3d.methods.load`), resumes per ``train.resume`` and runs
-``method.step`` until ``train.steps``.
+be rebuilt by :func:`neural3d.methods.load`), resumes and runs ``method.step`` until
+``train.steps``.
+
+**Run folders.** ``train.resume``:
+
+- ``""``: a fresh run. A folder that already holds a run (``checkpoints/last.pt`` or
+  ``run.json``) is refused unless ``train.overwrite`` (``--overwrite``), which deletes the old
+  checkpoint first; nothing else of the old run is read.
+- ``"auto"`` (``--resume``): continue ``OUT/checkpoints/last.pt`` when it exists, else start
+  fresh. A path: continue that checkpoint.
+
+A resumed run must have the saved run's config: the checkpoint record's config is compared
+with the new one and any difference is refused, naming the keys, except the keys in
+:data:`RESUMABLE_KEYS` (run length, logging and output: any section's ``steps``,
+``log_every``, ``eval_every``, ``ckpt_every``, ``progress``, ``tensorboard``, ``resume``,
+``overwrite``, ``out_dir``, and fit's ``eval_views_max``, ``turntable_frames``, ``chunk``).
+Temporary files of an interrupted checkpoint save (``.last.pt.*.tmp``) are removed at the start.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-
-import torch
 from typing import Any
 
+import torch
+
 from neural3d.methods.registry import Method
+
+#: config keys (by their last dotted component) that may differ between a run and its
+#: resumption: run length, logging and outputs; every other difference is refused
+RESUMABLE_KEYS = frozenset({
+    "steps", "log_every", "eval_every", "ckpt_every", "progress", "tensorboard", "resume",
+    "overwrite", "out_dir", "eval_views_max", "turntable_frames", "chunk"})
+
+
+def config_differences(saved: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts (:func:`neural3d.config.
+    to_dict`), :data:`RESUMABLE_KEYS` excluded."""
+    if isinstance(saved, dict) and isinstance(new, dict):
+        out = []
+        for k in list(saved) + [k for k in new if k not in saved]:
+            if k in RESUMABLE_KEYS:
+                continue
+            where = f"{prefix}.{k}" if prefix else str(k)
+            if k not in saved or k not in new:
+                out.append(where)
+            else:
+                out += config_differences(saved[k], new[k], where)
+        return out
+    if isinstance(saved, (list, tuple)) and isinstance(new, (list, tuple)):
+        saved, new = list(saved), list(new)
+    return [] if saved == new else [prefix or "(config)"]
+
+
+def _holds_run(out: Path) -> str | None:
+    """What in ``out`` shows a previous run (None when nothing does)."""
+    for name in ("checkpoints/last.pt", "run.json"):
+        if (out / name).is_file():
+            return name
+    return None
+
+
+def prepare_run(method: Method, tcfg, rank: int = 0, log=print):
+    """Check the run folder before anything is written (see the module docstring); returns
+    ``(checkpoint dict, its path)`` to resume from, or ``(None, None)`` for a fresh run.
+    Validates the config first (:func:`neural3d.config.validate`). Refusals are
+    :class:`~neural3d.config.ConfigError` s naming the folder and the keys."""
+    from neural3d.config import ConfigError, to_dict, validate
+    from neural3d.train.checkpoint import load_checkpoint, remove_stale_temp_files
+
+    validate(method.cfg)
+    validate(tcfg, "train")
+
+    out = Path(tcfg.out_dir)
+    last = out / "checkpoints" / "last.pt"
+    if rank == 0:
+        for tmp in remove_stale_temp_files(last):
+            log(f"removed {tmp} (left by an interrupted checkpoint save)")
+    r = tcfg.resume
+    if not r:
+        found = _holds_run(out)
+        if found is None:
+            return None, None
+        if not tcfg.overwrite:
+            raise ConfigError(f"{out} already holds a run ({found}): continue it with --resume "
+                              "(resume=auto) or replace it with --overwrite (overwrite=true), "
+                              "or choose another output folder")
+        if rank == 0:
+            last.unlink(missing_ok=True)
+            log(f"overwriting the run in {out}")
+        return None, None
+    path = last if r == "auto" else Path(r)
+    if r == "auto" and not path.is_file():
+        return None, None
+    ckpt = load_checkpoint(path, map_location="cpu")
+    record = ckpt.get("record") or {}
+    name = record.get("method", method.name) if isinstance(record, dict) else None
+    if name != method.name:
+        raise ConfigError(f"cannot resume from {path}: it is a {name!r} run, not "
+                          f"{method.name!r}")
+    try:
+        saved = to_dict(type(method).config_from_record(record))
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"cannot resume from {path}: its recorded config is unreadable "
+                          f"({exc})") from exc
+    diff = config_differences(saved, to_dict(method.cfg))
+    if diff:
+        shown = ", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
+        raise ConfigError(f"cannot resume from {path}: the config differs in {shown}; resume "
+                          f"with the saved config ({out / 'config.yaml'}) or start a fresh run "
+                          "(--overwrite or another output folder)")
+    return ckpt, path
 
 
 class TrainingClock:
@@ -61,6 +162,7 @@ def _train(method: Method, steps: int | None, time_budget: float | None, log):
     tcfg = method.train_config()
     time_budget = time_budget if time_budget is not None else (tcfg.time_budget or None)
     rank, _ = world_info()
+    ckpt, ckpt_path = prepare_run(method, tcfg, rank, log)
     prepare(method.device, announce=log if rank == 0 else (lambda *_: None))
     out = Path(tcfg.out_dir)
     if rank == 0:
@@ -75,8 +177,11 @@ def _train(method: Method, steps: int | None, time_budget: float | None, log):
     for name, (get, set_) in built.state.items():
         trainer.register_state(name, get, set_)
     method.setup(trainer)
-    if trainer.maybe_resume() and rank == 0:
-        log(f"resumed from {trainer.ckpt_path} at step {trainer.step}")
+    if ckpt is not None:
+        trainer.resume_from(ckpt, ckpt_path)
+        del ckpt
+        if rank == 0:
+            log(f"resumed from {ckpt_path} at step {trainer.step}")
     clock = method.clock = TrainingClock()
 
     def evaluate(s: int):

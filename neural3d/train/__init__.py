@@ -72,17 +72,19 @@ one model and a G/D pair in manual mode). Under DDP, do not toggle ``requires_gr
 module between steps (DDP expects the same trainable parameters every backward).
 """
 
-from neural3d.train.checkpoint import load_checkpoint, save_atomic
+from neural3d.train.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from neural3d.train.distributed import DistInfo, barrier, init_distributed, is_main, world_info
 from neural3d.train.ema import EMA
-from neural3d.train.trainer import NonFiniteLossError, TrainConfig, Trainer
+from neural3d.train.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
 
 __all__ = [
+    "CheckpointError",
     "DistInfo",
     "EMA",
     "NonFiniteLossError",
     "TrainConfig",
     "Trainer",
+    "TrainingInterrupted",
     "barrier",
     "init_distributed",
     "is_main",

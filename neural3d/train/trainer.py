@@ -14,14 +14,15 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from neural3d.config import Range, at_least, between, invalid
 from neural3d.env_info import git_commit
-from neural3d.train.checkpoint import load_checkpoint, save_atomic
+from neural3d.train.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from neural3d.train.distributed import world_info
 from neural3d.train.ema import EMA
 
@@ -30,8 +31,49 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left untouched."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT during :meth:`Trainer.fit`: a checkpoint was saved at the step reached (the
+    message says where)."""
+
+
+@contextlib.contextmanager
+def _deferred_sigint():
+    """While active (main thread only), the first SIGINT only sets a flag that the training
+    loop checks between steps (so a step is never cut in half); a second one raises
+    KeyboardInterrupt at once. Yields the flag's getter."""
+    import signal
+    import threading
+
+    hit = {"n": 0}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        hit["n"] += 1
+        if hit["n"] > 1:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: hit["n"] > 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclass
 class TrainConfig:
+    """The shared trainer's settings (the ``train:`` section of every method's config).
+
+    ``resume``: ``""`` starts a fresh run (a run folder that already holds a run is refused
+    unless ``overwrite``), ``"auto"`` continues ``OUT/checkpoints/last.pt`` when present (its
+    config must match: :data:`neural3d.methods.training.RESUMABLE_KEYS`), a path continues
+    that checkpoint. ``overwrite``: a fresh run may replace the run in ``out_dir``."""
+
+    limits: ClassVar[dict[str, Range]] = {
+        "steps": at_least(1), "log_every": at_least(1), "eval_every": at_least(0),
+        "ckpt_every": at_least(0), "ema_decay": between(0, 1, hi_open=True),
+        "grad_clip": at_least(0)}
     steps: int = 1000
     seed: int = 0
     out_dir: str = "runs/default"
@@ -47,6 +89,16 @@ class TrainConfig:
     resume: str = "auto"         # "auto" (OUT/checkpoints/last.pt if present), a path, or ""
     time_budget: float = 0.0     # seconds of training before stopping early (0 = none; read
                                  # by neural3d.methods.train_method, evaluation not counted)
+    overwrite: bool = False      # a fresh run (resume "") may replace the run in out_dir
+
+    def validate(self) -> None:
+        if self.amp_dtype not in ("bf16", "fp16"):
+            raise invalid("amp_dtype", f"must be bf16 or fp16, got {self.amp_dtype!r}")
+        if not str(self.out_dir).strip():
+            raise invalid("out_dir", "is empty")
+        if self.overwrite and self.resume:
+            raise invalid("overwrite", f"replaces the run, resume={self.resume!r} continues it: "
+                                       "set one of them")
 
 
 
@@ -305,12 +357,20 @@ class Trainer:
         path = self.ckpt_path if r == "auto" else Path(r)
         if r == "auto" and not path.is_file():
             return False
-        try:
-            self.load_state_dict(load_checkpoint(path, map_location=self.device))
-        except (KeyError, ValueError) as exc:
-            raise RuntimeError(f"cannot resume from {path}: {exc}") from exc
-        self.last_good, self._last_good_step = path, self.step
+        self.resume_from(load_checkpoint(path, map_location=self.device), path)
         return True
+
+    def resume_from(self, ckpt: Mapping[str, Any], path: str | Path) -> None:
+        """Restore ``ckpt`` (read from ``path``); a checkpoint that does not fit this trainer's
+        modules, optimisers or extra state is a :class:`CheckpointError` naming ``path``."""
+        try:
+            self.load_state_dict(ckpt)
+        except CheckpointError as exc:
+            raise CheckpointError(f"cannot resume from {path}: {exc}") from exc
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"cannot resume from {path}: {detail}") from exc
+        self.last_good, self._last_good_step = Path(path), self.step
 
     # ---------------------------------------------------------------- logging
     def _write_run_json(self, status: str, **extra: Any) -> None:
@@ -467,9 +527,55 @@ class Trainer:
         TensorBoard. ``stop_fn(step)`` returning True ends
         training early after that step (e.g. a time budget); the checkpoint is then written as
         at the end. Returns the history of logged scalars.
+
+        How the run ended is recorded in ``run.json`` (``status``): ``finished``,
+        ``interrupted`` (SIGINT/Ctrl-C: the step in progress completes, a checkpoint is saved at
+        that step and :class:`TrainingInterrupted` is raised; a second Ctrl-C stops at once),
+        ``nonfinite`` (:class:`NonFiniteLossError`) or ``failed`` (any other error, recorded).
         """
         total = int(steps if steps is not None else self.cfg.steps)
         self._write_run_json("running")
+        try:
+            with _deferred_sigint() as interrupted:
+                self._loop(step_fn, total, eval_fn, stop_fn, interrupted)
+                if interrupted() and self.step < total:
+                    raise self._interrupt()
+                if eval_fn is not None:
+                    self._run_eval(eval_fn)
+                self.save()
+                self._last_good_step = self.step
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop
+            self._try_run_json("interrupted", error="interrupted (no checkpoint at this step)")
+            raise
+        except NonFiniteLossError:
+            raise
+        except BaseException as exc:
+            self._try_run_json("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self._write_run_json("finished", seconds=time.time() - self._t0,
+                             final={k: v for k, v in self.history[-1].items()}
+                             if self.history else {})
+        if self._writer is not None:
+            self._writer.flush()
+        return self.history
+
+    def _interrupt(self) -> TrainingInterrupted:
+        """Save at the current step after a SIGINT; the exception to raise."""
+        path = self.save()
+        self._last_good_step = self.step
+        self._write_run_json("interrupted", seconds=time.time() - self._t0)
+        return TrainingInterrupted(f"interrupted at step {self.step}; checkpoint saved to {path} "
+                                   "(continue with --resume / train.resume=auto)")
+
+    def _try_run_json(self, status: str, **extra: Any) -> None:
+        try:
+            self._write_run_json(status, **extra)
+        except OSError:  # e.g. the disk that just filled up
+            pass
+
+    def _loop(self, step_fn, total: int, eval_fn, stop_fn, interrupted) -> None:
         bar = None
         if self.cfg.progress and self.rank == 0:
             from tqdm.auto import tqdm
@@ -479,7 +585,7 @@ class Trainer:
         ckpt_every = self.cfg.ckpt_every
         t_last, s_last = time.time(), self.step
         try:
-            while self.step < total:
+            while self.step < total and not interrupted():
                 step = self.step
                 self._stepped = set()
                 for o in self.optimizers.values():
@@ -527,16 +633,6 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if eval_fn is not None:
-            self._run_eval(eval_fn)
-        self.save()
-        self._last_good_step = self.step
-        self._write_run_json("finished", seconds=time.time() - self._t0,
-                             final={k: v for k, v in self.history[-1].items()}
-                             if self.history else {})
-        if self._writer is not None:
-            self._writer.flush()
-        return self.history
 
     def _run_eval(self, eval_fn: Callable[[int], Mapping[str, Any]]) -> None:
         res = eval_fn(self.step) or {}

@@ -7,12 +7,17 @@ Plain dataclasses read by :func:`neural3d.config.load_config`; ``train`` is the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from neural3d.config import Range, at_least, between, positive
 from neural3d.train import TrainConfig
 
 
 @dataclass
 class DataConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "objects": at_least(1), "views": at_least(1), "res": between(4, 4096),
+        "supersample": between(1, 16)}
     root: str = "data/toy_diffusion"   # toy renders are written here when missing
     categories: list[str] = field(default_factory=lambda: ["cars", "chairs"])  # label = index
     objects: int = 32                   # training objects per category
@@ -46,6 +51,13 @@ class DartConfig:
 
 @dataclass
 class ModelConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "channels": at_least(1), "channel_mult": at_least(1), "num_res_blocks": at_least(1),
+        "attention_resolutions": at_least(1), "dropout": between(0, 1, hi_open=True),
+        "patch": at_least(1), "dim": at_least(1), "depth": at_least(1), "heads": at_least(1),
+        "mdm_resolutions": at_least(1), "shell_channels": at_least(1),
+        "shell_blocks": at_least(1), "mdm_loss_weights": at_least(0), "grow_at": at_least(0),
+        "fdm_stages": at_least(1)}
     architecture: str = "unet"          # unet | dit | mdm | fdm | kaleido | dart
     # U-Net (also the inner U-Net of mdm and the f-DM denoiser)
     channels: int = 64
@@ -73,6 +85,9 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "num_steps": at_least(0), "shift": positive(), "min_snr_gamma": positive(),
+        "snr_power": Range(), "cond_drop": between(0, 1)}
     schedule: str = "cosine"            # cosine | linear
     num_steps: int = 0                  # 0 = continuous time, N = discrete table of N steps
     shift: float = 1.0                  # resolution shift (snr / shift^2)
@@ -85,6 +100,9 @@ class DiffusionConfig:
 
 @dataclass
 class OptimConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "lr": positive(), "batch": at_least(1), "weight_decay": at_least(0),
+        "warmup": at_least(0)}
     lr: float = 2e-4
     batch: int = 32
     weight_decay: float = 0.0
@@ -93,6 +111,7 @@ class OptimConfig:
 
 @dataclass
 class SampleConfig:
+    limits: ClassVar[dict[str, Range]] = {"steps": at_least(1), "cfg": Range()}
     sampler: str = "ddim"
     steps: int = 50
     cfg: float = 3.0

@@ -24,20 +24,38 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from neural3d.config import Range, at_least, between, invalid, positive
 from neural3d.fields import FieldConfig, TriplaneFieldConfig
 from neural3d.methods.fit.model import FitModel, camera_record, record_field_config
 from neural3d.methods.fit.outputs import path_cameras, save_renders_png, write_turntable
-from neural3d.methods.registry import Built, Method, module_states, register_method
+from neural3d.methods.registry import (
+    Built,
+    Method,
+    load_weights,
+    module_states,
+    register_method,
+)
 from neural3d.render import grid_bounds, near_far_aabb, visual_hull
 
 
 @dataclass
 class FitConfig:
     """Single-object fitting (``neural3d fit`` / ``neural3d train fit``)."""
+
+    limits: ClassVar[dict[str, Range]] = {
+        "res": at_least(0), "steps": at_least(1), "rays": at_least(1), "lr": positive(),
+        "plane_lr": positive(), "lr_final_ratio": between(0, 1, lo_open=True),
+        "samples_per_ray": at_least(0), "grid_res": between(2, 1024), "grid_every": at_least(1),
+        "grid_warmup": at_least(0), "grid_alpha": between(0, 1, True, True),
+        "fg_fraction": between(0, 1), "fg_steps": between(0, 1), "aabb": Range(),
+        "eval_every_views": at_least(0), "ema_decay": between(0, 1, hi_open=True),
+        "grad_clip": at_least(0), "log_every": at_least(1), "eval_every": at_least(0),
+        "eval_views_max": at_least(1), "ckpt_every": at_least(0),
+        "turntable_frames": at_least(0), "chunk": at_least(1)}
 
     data: str = ""              # object folder (SRN layout), Blender scene or transforms.json
     eval_data: str = ""         # held-out views; "" = the layout's own (data/scenes.py)
@@ -72,8 +90,38 @@ class FitConfig:
     ckpt_every: int = 500
     turntable_frames: int = 48
     chunk: int = 8192           # rays per chunk when rendering images
+    overwrite: bool = False     # a fresh run may replace the run in out_dir
+
+    def validate(self) -> None:
+        if self.aabb and (len(self.aabb) != 6 or not all(
+                lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:], strict=True))):
+            raise invalid("aabb", f"must be [] or [xmin, ymin, zmin, xmax, ymax, zmax] with "
+                                  f"min < max, got {self.aabb}")
+        if self.overwrite and self.resume:
+            raise invalid("overwrite", f"replaces the run, resume={self.resume!r} continues it: "
+                                       "set one of them")
 
 
+
+
+def check_fittable(views) -> None:
+    """Refuse training views that hold nothing to fit (a :class:`~neural3d.data.DataError`
+    naming the data): every pixel background (alpha zero everywhere, or every colour equal to
+    the background), or every view from the same camera position (no parallax)."""
+    from neural3d.data import DataError
+
+    where = views.path or views.object_id
+    bg = torch.as_tensor(views.background, dtype=torch.float32)
+    empty = (views.masks is not None and float(views.masks.max()) == 0.0) or \
+        float((views.images - bg).abs().max()) == 0.0
+    if empty:
+        raise DataError(f"{where}: every pixel of the {len(views)} training views is background "
+                        "(alpha is zero everywhere or the images are blank): nothing to fit")
+    c = views.cameras.centers
+    if len(views) > 1 and float((c - c[0]).norm(dim=-1).max()) <= 1e-6 * max(
+            float(c.norm(dim=-1).max()), 1.0):
+        raise DataError(f"{where}: all {len(views)} training views share one camera position: "
+                        "no parallax to fit a 3D field from")
 
 
 @register_method
@@ -101,7 +149,7 @@ class Fit(Method):
         return TrainConfig(steps=c.steps, seed=c.seed, out_dir=c.out_dir, log_every=c.log_every,
                            ckpt_every=c.ckpt_every, ema_decay=c.ema_decay,
                            eval_every=c.eval_every, grad_clip=c.grad_clip, progress=c.progress,
-                           resume=c.resume)
+                           resume=c.resume, overwrite=c.overwrite)
 
     # ------------------------------------------------------------------ training
     def _read_data(self) -> None:
@@ -126,6 +174,7 @@ class Fit(Method):
 
         self._read_data()
         c, train = self.cfg, self.train_views
+        check_fittable(train)
         torch.manual_seed(c.seed)
         cams = train.cameras
         H, W = train.images.shape[1:3]
@@ -168,7 +217,7 @@ class Fit(Method):
     def setup(self, trainer) -> None:
         self.g_rays = trainer.generator("rays")
         self.g_grid = trainer.generator("grid")
-        self.occupied = float(self.model.grid.occ.float().mean())
+        self.occupied: float | None = None  # the grid's share, once the run has (re)started
         self.curve: list[dict[str, float]] = []
 
     def step(self, trainer, it: int) -> dict[str, torch.Tensor]:
@@ -178,6 +227,8 @@ class Fit(Method):
                                                alpha=c.grid_alpha)
         if frac is not None:
             self.occupied = frac
+        elif self.occupied is None:  # first step of this process (a resumed grid included)
+            self.occupied = float(model.grid.occ.float().mean())
         o, d, rgb = self.rays
         R, n_rays, fg = c.rays, o.shape[0], self.fg_idx
         if it < int(c.fg_steps * c.steps) and fg.numel() > 0:
@@ -270,11 +321,27 @@ class Fit(Method):
 
     @classmethod
     def from_checkpoint(cls, ckpt, device="cpu", ema="auto") -> Fit:
+        from neural3d.train.checkpoint import CheckpointError
+
         rec = ckpt["record"]
+        missing = [k for k in ("aabb", "grid_res", "step", "background") if k not in rec]
+        if missing:
+            raise CheckpointError(f"the fit record has no {', '.join(map(repr, missing))} "
+                                  "(the scene geometry)")
         method = cls(cls.config_from_record(rec), device)
-        model = FitModel(method.cfg.field, torch.tensor(rec["aabb"]), rec["grid_res"], None,
-                         rec["step"], tuple(rec["background"]))
-        model.load_state_dict(module_states(ckpt, ema)["model"])
+        try:
+            aabb = torch.tensor(rec["aabb"], dtype=torch.float32).reshape(6)
+            geo = int(rec["grid_res"]), float(rec["step"]), tuple(float(c) for c in
+                                                                  rec["background"])
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"the fit record's geometry (aabb, grid_res, step, "
+                                  f"background) is malformed: {exc}") from exc
+        if not bool(torch.isfinite(aabb).all()) or bool((aabb[3:] <= aabb[:3]).any()) or \
+                not 1 <= geo[0] <= 1024 or not geo[1] > 0 or len(geo[2]) != 3:
+            raise CheckpointError(f"the fit record's geometry is invalid: aabb {aabb.tolist()}, "
+                                  f"grid_res {geo[0]}, step {geo[1]}, background {geo[2]}")
+        model = FitModel(method.cfg.field, aabb, geo[0], None, geo[1], geo[2])
+        load_weights(model, module_states(ckpt, ema), "model")
         method.modules = {"model": model.to(method.device).eval()}
         method.geometry = {k: rec[k] for k in ("aabb", "grid_res", "step", "background",
                                                 "camera") if k in rec}

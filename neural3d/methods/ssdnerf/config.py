@@ -12,12 +12,19 @@ marked in the field comments.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
 
+from neural3d.config import Range, at_least, between, invalid, positive
 from neural3d.train import TrainConfig
 
 
 @dataclass
 class DataConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "resolution": at_least(0), "max_objects": at_least(0), "toy_objects": at_least(1),
+        "toy_views": at_least(1), "toy_test_objects": at_least(0), "toy_test_views": at_least(0),
+        "toy_res": between(4, 4096)}
     root: str = "outputs/data/toy_ssdnerf"
     category: str = "cars"
     resolution: int = 0             # 0 = native
@@ -34,6 +41,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "plane_channels": at_least(1), "plane_res": between(1, 4096),
+        "decoder_hidden": at_least(1), "decoder_layers": at_least(0), "aabb": Range(),
+        "n_samples": at_least(1), "background": between(0, 1), "unet_channels": at_least(1),
+        "unet_mult": at_least(1), "unet_blocks": at_least(1), "unet_attention": at_least(1),
+        "unet_dropout": between(0, 1, hi_open=True)}
     plane_channels: int = 6         # per plane (paper: 6)
     plane_res: int = 128            # paper: 128
     decoder_hidden: int = 64
@@ -52,6 +65,9 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "num_steps": at_least(1), "snr_power": Range(), "weight": at_least(0),
+        "sample_steps": at_least(1)}
     schedule: str = "linear"        # DDPM linear betas
     num_steps: int = 1000
     parameterization: str = "v"
@@ -63,6 +79,9 @@ class DiffusionConfig:
 
 @dataclass
 class LossConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "render_weight": at_least(0), "reg_weight": at_least(0), "tv_weight": at_least(0),
+        "rays_per_object": at_least(1)}
     render_weight: float = 20.0     # pixel MSE
     reg_weight: float = 3e-3        # L2 on latents (mean of squares)
     tv_weight: float = 0.0          # total variation on latents (our addition, off by default)
@@ -71,18 +90,34 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "batch_objects": at_least(1), "latent_lr": positive(), "latent_init_std": at_least(0),
+        "decoder_lr": positive(), "unet_lr": positive(), "stage1_steps": at_least(0)}
     batch_objects: int = 8
     latent_lr: float = 1e-2
     latent_init_std: float = 0.0
     decoder_lr: float = 1e-3
     unet_lr: float = 1e-4
-    cache_path: str = ""            # "" = latents in RAM; else a folder of file-backed tensors
+    cache_path: str = ""            # "" = latents in RAM; else a folder (relative, inside
+    #                                 train.out_dir) of file-backed tensors
     mode: str = "single"            # single | two_stage
     stage1_steps: int = 0           # two_stage: steps that fit latents + decoder only
+
+    def validate(self) -> None:
+        if self.mode not in ("single", "two_stage"):
+            raise invalid("mode", f"must be 'single' or 'two_stage', got {self.mode!r}")
+        p = Path(self.cache_path)
+        if self.cache_path and (p.is_absolute() or ".." in p.parts):
+            raise invalid("cache_path", f"must be a folder inside train.out_dir (relative, "
+                                        f"without '..'), got {self.cache_path!r}")
 
 
 @dataclass
 class ReconConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "guidance_scale": at_least(0), "guidance_steps": at_least(1),
+        "guidance_rays": at_least(0), "finetune_steps": at_least(0), "finetune_lr": positive(),
+        "finetune_prior_weight": at_least(0)}
     guidance_scale: float = 1.0     # step size of the rendering-loss gradient on x0_hat
     guidance_wrt: str = "x0"        # "x0": step on x0_hat; "xt": gradient through the denoiser
     guidance_steps: int = 50        # DDIM steps of guided sampling
@@ -103,16 +138,22 @@ class SSDNeRFConfig:
     recon: ReconConfig = field(default_factory=ReconConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/ssdnerf"))
 
-    def __post_init__(self) -> None:
-        if self.optim.mode not in ("single", "two_stage"):
-            raise ValueError(f"optim.mode must be 'single' or 'two_stage', got "
-                             f"{self.optim.mode!r}")
-        if self.diffusion.parameterization not in ("eps", "x0", "v"):
-            raise ValueError("diffusion.parameterization must be eps, x0 or v")
-        if self.diffusion.sampler not in ("ddim", "ode", "dpmpp2m", "ddpm"):
-            raise ValueError("diffusion.sampler must be ddim, ode, dpmpp2m or ddpm")
-        if len(self.model.aabb) != 6:
-            raise ValueError("model.aabb needs 6 numbers")
+    def validate(self) -> None:
+        d, m = self.diffusion, self.model
+        if d.parameterization not in ("eps", "x0", "v"):
+            raise invalid("diffusion.parameterization",
+                          f"must be eps, x0 or v, got {d.parameterization!r}")
+        if d.sampler not in ("ddim", "ode", "dpmpp2m", "ddpm"):
+            raise invalid("diffusion.sampler",
+                          f"must be ddim, ode, dpmpp2m or ddpm, got {d.sampler!r}")
+        if d.sample_steps > d.num_steps:
+            raise invalid("diffusion.sample_steps", f"must be <= diffusion.num_steps "
+                                                    f"({d.num_steps}), got {d.sample_steps}")
+        if len(m.aabb) != 6 or not all(lo < hi for lo, hi in zip(m.aabb[:3], m.aabb[3:],
+                                                                  strict=True)):
+            raise invalid("model.aabb", f"needs 6 numbers with min < max, got {m.aabb}")
+        if len(m.background) != 3:
+            raise invalid("model.background", f"needs 3 numbers, got {m.background}")
 
 
 __all__ = ["DataConfig", "ModelConfig", "DiffusionConfig", "LossConfig", "OptimConfig",

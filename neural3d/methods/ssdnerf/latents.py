@@ -25,20 +25,49 @@ from typing import Any
 
 import torch
 
+from neural3d.train.checkpoint import CheckpointError
+
+
+def cache_folder(root: str | Path, path: str | Path, what: str = "latent cache path") -> Path:
+    """``root / path`` for a cache ``path`` that must stay inside ``root`` (the run folder):
+    absolute paths and ``..`` are refused (:class:`CheckpointError` naming ``what``), so neither a
+    config nor a checkpoint can point the cache's files elsewhere."""
+    p = Path(str(path))
+    if p.is_absolute() or ".." in p.parts or str(path).strip() in ("", "."):
+        raise CheckpointError(f"{what} {str(path)!r} must be a folder name inside the run folder "
+                         "(relative, without '..')")
+    return Path(root) / p
+
 
 class LatentCache:
-    """``N`` latents of shape ``shape`` plus Adam moments; in memory or file-backed."""
+    """``N`` latents of shape ``shape`` plus Adam moments; in memory or file-backed.
+
+    File-backed (``path`` given): the files live in ``root / path`` (``root`` is the run folder,
+    ``path`` a relative folder name, see :func:`cache_folder`) and are created zero-filled when
+    missing (training only); the checkpoint stores ``path`` (relative), ``num``, ``shape`` and
+    the step counts, never the tensors. :func:`read_latents` reads them back for inference
+    without creating anything."""
 
     FIELDS = ("latents", "exp_avg", "exp_avg_sq")
 
     def __init__(self, num: int, shape: Sequence[int], init_std: float = 0.0,
-                 path: str | Path | None = None, generator: torch.Generator | None = None):
+                 path: str | Path | None = None, generator: torch.Generator | None = None,
+                 root: str | Path = "."):
         self.num, self.shape = int(num), tuple(int(s) for s in shape)
-        self.path = Path(path) if path else None
+        if self.num < 1 or not self.shape or min(self.shape) < 1:
+            raise ValueError(f"latent cache needs num >= 1 and a positive shape, got "
+                             f"{self.num} x {list(self.shape)}")
+        self.rel = str(path) if path else None
+        self.path = cache_folder(root, path) if path else None
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
             n = self.num * math.prod(self.shape)
             fresh = not (self.path / "latents.f32").is_file()
+            for k in self.FIELDS:
+                f = self.path / f"{k}.f32"
+                if f.is_file() and f.stat().st_size != 4 * n:
+                    raise ValueError(f"{f}: holds {f.stat().st_size} bytes, this cache needs "
+                                     f"{4 * n} ({self.num} x {list(self.shape)} float32)")
             self.tensors = {k: torch.from_file(str(self.path / f"{k}.f32"), shared=True, size=n,
                                                dtype=torch.float32).view(self.num, *self.shape)
                             for k in self.FIELDS}
@@ -74,23 +103,73 @@ class LatentCache:
 
     def state_dict(self) -> dict[str, Any]:
         if self.path is not None:  # the big tensors stay in their files
-            return {"path": str(self.path), "shape": list(self.shape), "num": self.num,
+            return {"path": self.rel, "shape": list(self.shape), "num": self.num,
                     "steps": self.steps.clone()}
         return {"shape": list(self.shape), "num": self.num, "steps": self.steps.clone(),
                 **{k: t.clone() for k, t in self.tensors.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if list(state["shape"]) != list(self.shape) or int(state["num"]) != self.num:
-            raise ValueError(f"latent cache mismatch: checkpoint has {state['num']} x "
-                             f"{state['shape']}, this run {self.num} x {list(self.shape)}")
-        self.steps.copy_(state["steps"])
+        """Resume: the counts and shape must match; a file-backed state must name this cache's
+        own folder (its files already hold the tensors); an in-memory state is copied."""
+        check_state(state, self.shape)
+        if int(state["num"]) != self.num:
+            raise CheckpointError(f"latent cache mismatch: checkpoint has {state['num']} x "
+                                  f"{list(state['shape'])}, this run {self.num} x "
+                                  f"{list(self.shape)}")
         if "latents" in state:
             for k in self.FIELDS:
                 self.tensors[k].copy_(state[k])
-        elif self.path is None or Path(state["path"]).resolve() != self.path.resolve():
-            other = LatentCache(self.num, self.shape, path=state["path"])
-            for k in self.FIELDS:
-                self.tensors[k].copy_(other.tensors[k])
+        elif self.rel is None or Path(state["path"]) != Path(self.rel):
+            where = "in memory" if self.rel is None else f"in {self.rel!r}"
+            raise CheckpointError(f"latent cache mismatch: the checkpoint's latents are in the "
+                                  f"files of {state['path']!r}, this run keeps them {where}")
+        self.steps.copy_(state["steps"])
+
+
+def check_state(state: Any, shape: Sequence[int]) -> None:
+    """Validate a checkpoint's cache state against the latent ``shape`` the config implies:
+    ``num``, ``shape``, ``steps [num]`` and either the three tensors ``[num, *shape]`` or a
+    safe relative ``path`` (:class:`CheckpointError` naming what is wrong)."""
+    if not isinstance(state, dict) or not {"num", "shape", "steps"} <= set(state):
+        raise CheckpointError("latent cache state needs 'num', 'shape' and 'steps'")
+    shape = [int(s) for s in shape]
+    if [int(s) for s in state["shape"]] != shape:
+        raise CheckpointError(f"latent cache mismatch: checkpoint has {state['num']} x "
+                         f"{list(state['shape'])}, the config implies latents of shape {shape}")
+    num = int(state["num"])
+    steps = state["steps"]
+    if num < 1 or not torch.is_tensor(steps) or tuple(steps.shape) != (num,):
+        raise CheckpointError(f"latent cache state: 'steps' must be a tensor [{num}]")
+    if "latents" in state:
+        for k in LatentCache.FIELDS:
+            t = state.get(k)
+            if not torch.is_tensor(t) or list(t.shape) != [num, *shape]:
+                raise CheckpointError(f"latent cache state: {k!r} must be a tensor "
+                                      f"{[num, *shape]}")
+    else:
+        cache_folder(".", state.get("path") or "", "checkpoint's latent cache path")
+
+
+def read_latents(root: str | Path, state: dict[str, Any], shape: Sequence[int]) -> torch.Tensor:
+    """The latents ``[num, *shape]`` of a checkpoint's cache ``state`` for inference, read
+    (never created or written) from ``root / state["path"]`` when file-backed; ``root`` is the
+    run folder. Sizes are checked against ``shape`` (from the config) and the file size; a
+    missing file is an error naming it."""
+    import numpy as np
+
+    check_state(state, shape)
+    if "latents" in state:
+        return state["latents"]
+    num = int(state["num"])
+    f = cache_folder(root, state["path"], "checkpoint's latent cache path") / "latents.f32"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: latent cache file is missing (the checkpoint keeps its "
+                                "latents there)")
+    need = 4 * num * math.prod(int(s) for s in shape)
+    if f.stat().st_size != need:
+        raise CheckpointError(f"{f}: holds {f.stat().st_size} bytes, the checkpoint needs {need} "
+                         f"({num} x {list(shape)} float32)")
+    return torch.from_numpy(np.fromfile(f, dtype=np.float32)).view(num, *[int(s) for s in shape])
 
 
 class LatentAdam:

@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
-from neural3d.methods.registry import Built, Method, module_states, register_method
+from neural3d.methods.registry import Built, Method, load_weights, module_states, register_method
 from neural3d.methods.ssdnerf.config import SSDNeRFConfig
-from neural3d.methods.ssdnerf.latents import LatentCache
+from neural3d.methods.ssdnerf.latents import check_state, read_latents
 from neural3d.methods.ssdnerf.model import SSDNeRFModel
 from neural3d.methods.ssdnerf.recon import MODES, reconstruct
 from neural3d.methods.ssdnerf.train import build, load_split, make_step_fn
+from neural3d.train.checkpoint import CheckpointError
 
 
 @register_method
@@ -29,7 +30,8 @@ class SSDNeRF(Method):
 
     def __init__(self, cfg: SSDNeRFConfig, device="cpu"):
         super().__init__(cfg, device)
-        self.latents: torch.Tensor | None = None   # training latents [N,3,C,R,R] (inference)
+        self._latents: torch.Tensor | None = None   # training latents [N,3,C,R,R] (inference)
+        self._cache_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ training
     def build(self) -> Built:
@@ -50,22 +52,39 @@ class SSDNeRF(Method):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_checkpoint(cls, ckpt, device="cpu", ema="auto") -> SSDNeRF:
+        """The model (EMA weights per :func:`use_ema`) and the training latents: kept in the
+        checkpoint, or (file-backed cache) read on first use of :attr:`latents` from the run
+        folder of :attr:`checkpoint_path` (``RUN/checkpoints/last.pt`` -> ``RUN/<cache_path>``).
+        The checkpoint's cache state is validated now (counts and shape against the config,
+        a relative path inside the run folder); nothing is created or written."""
         method = cls(cls.config_from_record(ckpt["record"]), device)
         model = SSDNeRFModel(method.cfg)
-        model.load_state_dict(module_states(ckpt, ema)["model"])
+        load_weights(model, module_states(ckpt, ema), "model")
         method.modules = {"model": model.to(method.device).eval()}
         cs = ckpt.get("optimizers", {}).get("latents", {}).get("cache")
         if cs is not None:
-            if "latents" in cs:
-                method.latents = cs["latents"]
-            else:
-                method.latents = LatentCache(int(cs["num"]), cs["shape"],
-                                             path=cs["path"]).latents.clone()
+            check_state(cs, model.latent_shape)
+            method._cache_state = cs
         return method
 
     @property
     def model(self) -> SSDNeRFModel:
         return self.modules["model"]
+
+    @property
+    def latents(self) -> torch.Tensor | None:
+        """The training latents ``[N, 3, C, R, R]`` (None when the checkpoint holds none)."""
+        if self._latents is None and self._cache_state is not None:
+            if "latents" not in self._cache_state and self.checkpoint_path is None:
+                raise CheckpointError("file-backed latents are read from the run folder of the "
+                                      "checkpoint: load it with neural3d.load(path)")
+            root = Path(self.checkpoint_path or ".").resolve().parent.parent
+            self._latents = read_latents(root, self._cache_state, self.model.latent_shape)
+        return self._latents
+
+    @latents.setter
+    def latents(self, value: torch.Tensor | None) -> None:
+        self._latents = value
 
     @property
     def mean_latent(self) -> torch.Tensor:

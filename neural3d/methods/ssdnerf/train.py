@@ -85,7 +85,7 @@ def build(cfg: SSDNeRFConfig, num_objects: int, device: str | torch.device = "cp
     model = SSDNeRFModel(cfg).to(device)
     g = torch.Generator().manual_seed(cfg.train.seed + 17)
     cache = LatentCache(num_objects, model.latent_shape, cfg.optim.latent_init_std,
-                        path=cfg.optim.cache_path or None, generator=g)
+                        path=cfg.optim.cache_path or None, generator=g, root=cfg.train.out_dir)
     main = torch.optim.Adam([
         {"params": list(model.field.parameters()), "lr": cfg.optim.decoder_lr},
         {"params": list(model.unet.parameters()), "lr": cfg.optim.unet_lr}])
