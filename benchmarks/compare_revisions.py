@@ -20,7 +20,9 @@ Jobs (``--jobs``, comma-separated):
     python benchmarks/compare_revisions.py --base e829dc3 --jobs demo,demo-cold,fit,ssdnerf
 
 Each tree runs its own code and its own benchmark scripts (``PYTHONPATH`` = the tree), with the
-same interpreter. Logs and outputs go under ``--out``. Not part of the test suite.
+same interpreter, and its own kernel build folder, built before any job (two trees sharing one
+would rebuild it in turn: the build records the sources' paths). Logs and outputs go under
+``--out``. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -37,10 +39,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+BUILD_DIRS: dict[Path, Path] = {}  # tree -> its kernel build folder
+
+
 def run(tree: Path, args: list[str], log: Path, env: dict | None = None,
         wait: bool = True) -> subprocess.Popen | int:
     """``python ARGS`` with ``tree`` first on the path, in ``tree``, output to ``log``."""
-    full = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1", **(env or {})}
+    full = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
+    if tree in BUILD_DIRS:
+        full["NEURAL3D_BUILD_DIR"] = str(BUILD_DIRS[tree])
+    full.update(env or {})
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, *args], cwd=tree, env=full, stdout=fh,
@@ -135,6 +143,10 @@ def main() -> int:
     trees = {f"base {args.base}": base, "new (this tree)": ROOT}
     results: dict[str, dict] = {}
     try:
+        for i, tree in enumerate(trees.values()):
+            BUILD_DIRS[tree] = out / f"build_{i}"
+            run(tree, ["-c", "from neural3d.render import build; build.load_cpu()"],
+                out / f"build_{i}.log")
         t0 = time.time()
         if "demo" in jobs:
             results["demo"] = {n: demo(t, out / f"demo_{i}", args.threads)

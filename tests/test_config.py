@@ -198,11 +198,13 @@ def test_every_default_and_shipped_config_passes_its_limits():
     from neural3d.methods.diffusion2d.config import DiffusionExperiment
     from neural3d.methods.fit import FitConfig
     from neural3d.methods.ssdnerf.config import SSDNeRFConfig
+    from neural3d.methods.stylenerf.config import StyleNeRFConfig
 
-    for cls in (FitConfig, SSDNeRFConfig, DiffusionExperiment, *FIELD_CONFIGS.values()):
+    by_prefix = {"ssdnerf": SSDNeRFConfig, "diffusion": DiffusionExperiment,
+                 "stylenerf": StyleNeRFConfig, "eg3d": StyleNeRFConfig}
+    for cls in (FitConfig, *by_prefix.values(), *FIELD_CONFIGS.values()):
         validate(cls())
     root = Path(__file__).resolve().parent.parent / "configs"
     for path in sorted(root.rglob("*.yaml")):
-        cls = (SSDNeRFConfig if "ssdnerf" in path.name else DiffusionExperiment
-               if "diffusion" in path.name else FitConfig)
+        cls = by_prefix.get(path.name.split("_")[0], FitConfig)
         validate(load_config(cls, path))
