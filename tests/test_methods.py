@@ -257,3 +257,17 @@ def test_two_module_manual_method_resumes_exactly_and_loads(tmp_path):
         assert torch.equal(averaged.modules["D"][0].weight, full.raw["D"][0].weight)
     finally:
         registry.unregister_method(TinyGAN.name)
+
+
+def test_public_api_is_lazy():
+    import subprocess
+
+    code = ("import sys, neural3d; assert 'torch' not in sys.modules, 'torch imported'\n"
+            "from neural3d import Cameras, TriplaneField, VolumeRenderer, composite, load\n"
+            "from neural3d.cameras import Cameras as C; assert Cameras is C\n"
+            "print(VolumeRenderer.__name__, composite.__name__, load.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["VolumeRenderer", "composite", "load"]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        neural3d.nothing  # noqa: B018
