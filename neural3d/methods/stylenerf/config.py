@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from neural3d.config import ConfigError, TaggedConfig
+from neural3d.config import TaggedConfig, invalid
 from neural3d.train import TrainConfig
 
 SRN_FOCAL = 131.25 / 128.0   # SRN cars' focal length / image width (fov about 52 degrees)
@@ -90,13 +90,12 @@ class GeneratorConfig(TaggedConfig):
         """Number of 2x steps from ``render_res`` to ``output_res``."""
         return int(round(math.log2(self.output_res / self.render_res)))
 
-    def check(self) -> None:
+    def validate(self) -> None:
         r, o = self.render_res, self.output_res
         if r < 1 or o < r or r * 2 ** self.levels != o:
-            raise ConfigError(f"generator.output_res ({o}) must be generator.render_res ({r}) "
-                              f"times a power of two")
+            raise invalid("output_res", f"({o}) must be render_res ({r}) times a power of two")
         if len(self.aabb) != 6:
-            raise ConfigError("generator.aabb needs 6 numbers")
+            raise invalid("aabb", "needs 6 numbers")
 
 
 @GeneratorConfig.register
@@ -112,11 +111,11 @@ class StyleNeRFGeneratorConfig(GeneratorConfig):
     nerf_path_pixels: int = 8       # n: n x n pixels for the regulariser (StyleNeRF: 16)
     nerf_path_weight: float = 2.0   # StyleNeRF: reg_loss * 2.0
 
-    def check(self) -> None:
-        super().check()
+    def validate(self) -> None:
+        super().validate()
         if self.upsampler == "learned" and len(self.channels) < self.levels:
-            raise ConfigError(f"generator.channels needs one entry per upsampler block "
-                              f"({self.levels}), got {self.channels}")
+            raise invalid("channels", f"needs one entry per upsampler block ({self.levels}), "
+                                      f"got {self.channels}")
 
 
 @GeneratorConfig.register
@@ -179,16 +178,17 @@ class StyleNeRFConfig:
     progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/stylenerf"))
 
-    def __post_init__(self) -> None:
-        self.generator.check()
+    def validate(self) -> None:
+        """Checks across sections (each section's own keys are checked by its limits and
+        ``validate()`` through :func:`neural3d.config.validate`)."""
         if self.progressive.enabled and self.generator.kind == "eg3d":
-            raise ConfigError("progressive.enabled: the eg3d generator trains at its full "
-                              "resolution (set progressive.enabled=false)")
+            raise invalid("progressive.enabled", "the eg3d generator trains at its full "
+                                                 "resolution (set progressive.enabled=false)")
         if self.progressive.enabled and not self.progressive.end > self.progressive.start:
-            raise ConfigError("progressive.end must exceed progressive.start")
+            raise invalid("progressive.end", "must exceed progressive.start")
         if self.optim.batch % min(self.discriminator.mbstd_group, self.optim.batch):
-            raise ConfigError(f"optim.batch ({self.optim.batch}) must be a multiple of "
-                              f"discriminator.mbstd_group ({self.discriminator.mbstd_group})")
+            raise invalid("optim.batch", f"({self.optim.batch}) must be a multiple of "
+                          f"discriminator.mbstd_group ({self.discriminator.mbstd_group})")
 
     def ema_decay(self) -> float:
         """G's EMA decay per step: half-life ``ema_kimg`` thousand images (StyleGAN2)."""
