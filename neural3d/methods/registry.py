@@ -16,6 +16,8 @@ A method is a subclass of :class:`Method` decorated with :func:`register_method`
         def render(self, state, cameras) -> Tensor: ...         # [V, H, W, 3] in [0, 1]
         def reconstruct(self, images, cameras, **opts): ...     # a state from posed views
         def export(self, out, **opts) -> list[Path]: ...        # meshes, weights, ...
+        # with `render`: where viewers start (neural3d view)
+        def home_camera(self) -> Cameras: ...
 
 Built-in methods live in the modules and packages of :mod:`neural3d.methods` (each registers
 itself on import); third-party packages add theirs through the entry-point group
@@ -182,6 +184,12 @@ class Method:
 
     def export(self, out: Path, **opts) -> list[Path]:
         raise MethodError(f"method {self.name!r} cannot export")
+
+    def home_camera(self):
+        """One camera (``len == 1``, :class:`~neural3d.cameras.Cameras`) looking at what
+        :meth:`render` shows, at the method's native image size and intrinsics, with world up +z
+        and the scene around the origin: where ``neural3d view`` starts."""
+        raise MethodError(f"method {self.name!r} has no camera to view it from")
 
     def info(self) -> dict[str, Any]:
         """What an evaluation records about the model (checkpoint, sampler settings, ...)."""

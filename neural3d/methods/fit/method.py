@@ -352,6 +352,10 @@ class Fit(Method):
         """Cameras on an orbit or the SRN spiral with the training intrinsics."""
         return path_cameras(self.geometry["camera"], kind, frames, width)
 
+    def home_camera(self):
+        """The first camera of the orbit (training intrinsics)."""
+        return self.camera_path("orbit", 1)
+
     def render(self, state, cameras) -> torch.Tensor:
         """The fitted scene (``state`` is unused: a fit holds one scene) at ``cameras``."""
         return self._render_views(cameras)

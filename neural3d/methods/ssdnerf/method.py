@@ -138,8 +138,7 @@ class SSDNeRF(Method):
         from neural3d.cameras import Cameras, orbit_path
         from neural3d.export.media import write_image_rows, write_video
 
-        dc = self.cfg.data
-        res = res or dc.resolution or (dc.toy_res if dc.toy else 128)
+        res = res or self.native_res()
         lat = torch.cat(self.sample(num, seed, steps=steps, sampler=sampler))
         torch.save(lat.cpu(), out / "latents.pt")
         cams = Cameras.srn(orbit_path(frames, radius, elevation), res)
@@ -159,6 +158,18 @@ class SSDNeRF(Method):
                                         if v is not None})
         init = self.mean_latent if self.latents is not None else None
         return reconstruct(self.model, images, cameras, rc, mode=mode, init=init)
+
+    def native_res(self) -> int:
+        """The image size of the training data (the toy renders' or SRN's 128)."""
+        dc = self.cfg.data
+        return dc.resolution or (dc.toy_res if dc.toy else 128)
+
+    def home_camera(self):
+        """SRN intrinsics at :meth:`native_res`, radius 1.3, elevation 20 degrees (the first
+        turntable view of ``neural3d sample``)."""
+        from neural3d.cameras import Cameras, orbit_path
+
+        return Cameras.srn(orbit_path(1, 1.3, 20.0), self.native_res())
 
     def render(self, state: torch.Tensor, cameras) -> torch.Tensor:
         return self.model.render_views(state, cameras).cpu()

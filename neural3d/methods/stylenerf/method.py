@@ -184,6 +184,13 @@ class StyleNeRF(Method):
     def render(self, state: torch.Tensor, cameras) -> torch.Tensor:
         return self.render_with_depth(state, cameras)[0]
 
+    def home_camera(self):
+        """The camera prior's intrinsics at the output resolution, yaw 0, pitch 20 degrees
+        (the first turntable view of ``neural3d sample``)."""
+        one = torch.zeros(1, dtype=torch.float64)
+        return CameraPrior(self.cfg.camera).cameras(one, one + 20 * torch.pi / 180,
+                                                    self.cfg.generator.output_res)
+
     def write_samples(self, out: Path, num: int, seed: int = 0, psi: float = 1.0,
                       frames: int = 36, elevation: float = 20.0, fps: int = 12) -> list[Path]:
         """``grid.png`` (4 turntable views per sample), ``depth.png`` (the same views' NeRF
