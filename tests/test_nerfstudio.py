@@ -397,3 +397,32 @@ def test_occupancy_grid_callback_follows_fit_schedule_and_carves_empty_space(toy
     with pytest.raises(ValueError, match="num_importance"):
         Neural3DModelConfig(num_importance=8).setup(
             scene_box=out.scene_box, num_train_data=1, metadata=out.metadata, device="cpu")
+
+
+def test_camera_path_reads_the_same_in_nerfstudio(tmp_path):
+    """A camera_path.json from our writer (neural3d view) gives nerfstudio's reader
+    (``ns-render camera-path``) the cameras our reader gives ``neural3d render``."""
+    import json
+
+    _ns()
+    from nerfstudio.cameras.camera_paths import get_path_from_json
+
+    from neural3d.cameras import Cameras, look_at, to_nerfstudio
+    from neural3d.viewer.camera_path import (
+        CameraPath,
+        interpolate,
+        read_camera_path,
+        write_camera_path,
+    )
+
+    eyes = torch.tensor([[1.3, 0.0, 0.5], [0.0, 1.3, 0.7], [-1.3, 0.2, 0.4]])
+    keys = Cameras(look_at(eyes), 40.0, 40.0, 24.0, 16.0, 48, 32)
+    file = write_camera_path(tmp_path / "camera_path.json",
+                             CameraPath(interpolate(keys, 7), 1.0, keys))
+    theirs = get_path_from_json(json.loads(file.read_text()))
+    ours = to_nerfstudio(read_camera_path(file).cameras)
+    torch.testing.assert_close(theirs.camera_to_worlds, ours["camera_to_worlds"], atol=1e-6,
+                               rtol=0)
+    for k in ("fx", "fy", "cx", "cy"):
+        torch.testing.assert_close(getattr(theirs, k).float(), ours[k], atol=1e-4, rtol=0)
+    assert (int(theirs.width[0]), int(theirs.height[0])) == (48, 32)

@@ -5,7 +5,6 @@ headless Chromium (skipped with the reason when Chromium, playwright or viser is
 import json
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -330,7 +329,7 @@ def test_page_in_headless_chromium(fitted, tmp_path):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=[
                 "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
-            page = browser.new_page(viewport={"width": 900, "height": 600})
+            page = browser.new_page(viewport={"width": 1000, "height": 600})
             page.goto(url)
             canvas = page.locator("canvas").first
             canvas.wait_for()
