@@ -10,14 +10,14 @@ NS_VENV ?= .venv-ns
 NS_PY := $(NS_VENV)/bin/python
 NS_STAMP := $(NS_VENV)/.neural3d-installed
 
-.PHONY: demo test test-core test-nerfstudio setup lint cuda-check clean
+.PHONY: demo test test-core test-nerfstudio setup chromium lint cuda-check clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,lpips,fid]'
+	$(PY) -m pip install -q -e '.[dev,lpips,fid,viewer]'
 	touch $(STAMP)
 
 $(NS_STAMP): pyproject.toml
@@ -31,8 +31,25 @@ demo: $(STAMP)
 
 test: test-core test-nerfstudio
 
-test-core: $(STAMP)
+test-core: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# The browser test (tests/test_viewer.py) drives Debian's Chromium through playwright (the pip
+# package; no browser download). Installed here when possible; otherwise the test skips, saying why.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "chromium: no apt-get here: install Chromium as $(CHROMIUM) to run the browser test"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "chromium: not root: run 'apt-get install chromium' to run the browser test"; \
+	elif DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; then \
+		echo "chromium: installed $(CHROMIUM) (apt-get) for the browser test"; \
+	else \
+		echo "chromium: apt-get install chromium failed: the browser test will skip"; \
+	fi
 
 test-nerfstudio: $(NS_STAMP)
 	$(NS_PY) -m pytest -q tests/test_nerfstudio.py tests/test_one_renderer.py
