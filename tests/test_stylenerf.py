@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -224,6 +225,25 @@ def test_train_sample_eval_through_the_cli(data_root, tmp_path, capsys):
     views = loaded.render(loaded.sample(1)[0], __import__("neural3d").data.SRNCategory(
         data_root, "cars", "test").read("car_test_00000").cameras[torch.arange(2)])
     assert views.shape == (2, 16, 16, 3) and 0 <= views.min() and views.max() <= 1
+    # a camera path (as neural3d view writes it) of sample 1 of 2, in a wide window: the
+    # square renders cropped (viewer.scene.Scene)
+    from neural3d.viewer.camera_path import CameraPath, write_camera_path
+    from neural3d.viewer.scene import Scene
+
+    home = loaded.home_camera()
+    wide = neural3d.Cameras(home.c2w, home.fx, home.fy, 12.0, 8.0, 24, 16)
+    file = write_camera_path(tmp_path / "camera_path.json", CameraPath(wide, 1.0))
+    assert main(["render", str(ckpt), "--camera-path", str(file), "--samples", "2",
+                 "--sample", "1", "--out", str(tmp_path / "frames"), "--threads", "1"]) == 0
+    import imageio.v2 as iio
+
+    from neural3d.export.media import to_uint8
+
+    frame = iio.imread(tmp_path / "frames" / "frame_0000.png")
+    scene = Scene(loaded, 2)
+    assert frame.shape == (16, 24, 3)
+    assert np.abs(frame.astype(int) - to_uint8(scene.render(wide, 1)[0])).max() <= 1
+    assert not np.array_equal(to_uint8(scene.render(wide, 0)[0]), frame)
     assert main(["eval", "generation", "--method", "stylenerf", "--ckpt", str(ckpt), "--data",
                  str(data_root), "--num", "2", "--poses-per-sample", "2", "--out",
                  str(tmp_path / "gen"), "--threads", "1"]) == 0
