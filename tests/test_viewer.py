@@ -271,6 +271,35 @@ def test_viewer_exports_keyframes_without_overwriting(fitted, tmp_path):
     torch.testing.assert_close(path.keyframes.c2w, keys.c2w, atol=1e-5, rtol=0)
 
 
+def test_viewer_renders_quarter_resolution_while_moving(fitted):
+    pytest.importorskip("viser", reason="viser (extra `viewer`) not installed")
+    from types import SimpleNamespace
+
+    import neural3d
+    from neural3d.viewer.scene import Scene
+    from neural3d.viewer.server import Viewer
+
+    scene = Scene(neural3d.load(fitted))
+    viewer = Viewer(scene, "unused.json", port=free_port(), resolution=64, still_after=0.3,
+                    log=lambda s: None)
+    shown = []
+    pos, wxyz, fov, _ = viewer_pose(scene.home)
+    camera = SimpleNamespace(position=pos, wxyz=wxyz, fov=fov, aspect=1.5,
+                             update_timestamp=time.time())
+    client = SimpleNamespace(client_id=7, camera=camera, scene=SimpleNamespace(
+        set_background_image=lambda img, **kw: shown.append(img)))
+    try:
+        viewer._refresh(client)                 # just moved: a quarter of the height
+        viewer._refresh(client)                 # nothing new to show
+        camera.update_timestamp = time.time() - 1.0
+        viewer._refresh(client)                 # still for 1 s: full resolution
+        viewer._refresh(client)
+    finally:
+        viewer.close()
+    assert [im.shape for im in shown] == [(16, 24, 3), (64, 96, 3)]
+    assert shown[1].dtype == np.uint8 and shown[1].std() > 10
+
+
 # ----------------------------------------------------------------------------- browser
 def free_port() -> int:
     with socket.socket() as s:

@@ -152,10 +152,14 @@ class Viewer:
         if not full:
             h = max(8, round(h * self.motion_scale))
         cams = viewer_cameras(cam.position, cam.wxyz, cam.fov, cam.aspect, h)
-        img = self.scene.render(cams, self.index)[0]
+        self._shown[client.client_id] = key
+        try:
+            img = self.scene.render(cams, self.index)[0]
+        except Exception as exc:  # keep serving (e.g. out of memory at a high resolution)
+            self.log(f"neural3d view: rendering {cams.width}x{cams.height} failed: {exc}")
+            return
         client.scene.set_background_image(
             (img.clamp(0, 1) * 255).round().byte().numpy(), format="jpeg", jpeg_quality=90)
-        self._shown[client.client_id] = key
 
     def close(self) -> None:
         self._stop.set()
