@@ -31,9 +31,11 @@ _TENSORS = "tensors"
 
 
 def is_export(path: str | Path) -> bool:
-    """True for an export folder (holding ``model.safetensors``) or a ``.safetensors`` file."""
+    """True for a ``.safetensors`` file or a folder holding ``model.safetensors`` or
+    ``config.json`` (an export; :func:`read_export` names a missing half)."""
     p = Path(path)
-    return p.suffix == ".safetensors" or (p.is_dir() and (p / WEIGHTS_FILE).is_file())
+    return p.suffix == ".safetensors" or (p.is_dir() and any(
+        (p / f).exists() for f in (WEIGHTS_FILE, CONFIG_FILE)))
 
 
 def write_export(method, out: str | Path, ema_modules: list[str], source: str | None = None
