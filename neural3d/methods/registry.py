@@ -15,7 +15,9 @@ A method is a subclass of :class:`Method` decorated with :func:`register_method`
         def sample(self, num, seed=0, **opts) -> list: ...      # states (latents, images, ...)
         def render(self, state, cameras) -> Tensor: ...         # [V, H, W, 3] in [0, 1]
         def reconstruct(self, images, cameras, **opts): ...     # a state from posed views
-        def export(self, out, **opts) -> list[Path]: ...        # meshes, weights, ...
+        def export(self, out, **opts) -> list[Path]: ...        # meshes (neural3d export)
+        # not a capability: tensors that a safetensors export keeps besides the weights
+        def inference_tensors(self) -> dict[str, Tensor]: ...
 
 Built-in methods live in the modules and packages of :mod:`neural3d.methods` (each registers
 itself on import); third-party packages add theirs through the entry-point group
@@ -23,7 +25,8 @@ itself on import); third-party packages add theirs through the entry-point group
 method), as nerfstudio discovers its plugins. Nothing else lists methods.
 
 Checkpoints written through a method carry ``record = {"method", "config", "format_version"}``;
-:func:`load` rebuilds any method from that record (:meth:`Method.from_checkpoint`).
+:func:`load` rebuilds any method from that record (:meth:`Method.from_checkpoint`), also from
+the safetensors folders of ``neural3d export`` (:mod:`neural3d.methods.weights`).
 """
 
 from __future__ import annotations
@@ -181,6 +184,8 @@ class Method:
         raise MethodError(f"method {self.name!r} cannot render")
 
     def export(self, out: Path, **opts) -> list[Path]:
+        """``neural3d export --format ply|obj|glb``: a mesh written to ``out`` (its suffix is
+        the format), options ``res``, ``level``, ``sample_index``, ``seed``."""
         raise MethodError(f"method {self.name!r} cannot export")
 
     def inference_tensors(self) -> dict[str, torch.Tensor]:
