@@ -9,7 +9,8 @@ The public names below are imported on first use, so ``import neural3d`` stays l
 
     from neural3d import Cameras, TriplaneField, VolumeRenderer, composite, load
 
-``neural3d.load(path)`` rebuilds the method of any checkpoint (see :mod:`neural3d.methods`).
+``neural3d.load(path)`` rebuilds the method of any checkpoint, or of a folder written by
+``neural3d export --format safetensors`` (see :mod:`neural3d.methods`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ __all__ = ["__version__", "load", *_PUBLIC]
 
 
 def load(path, device="cpu", ema="auto", method=None):
-    """The registered method of checkpoint ``path``, ready for inference
-    (:func:`neural3d.methods.registry.load`)."""
+    """The registered method of checkpoint ``path`` (or of a safetensors export folder),
+    ready for inference (:func:`neural3d.methods.registry.load`)."""
     from neural3d.methods.registry import load as load_method
 
     return load_method(path, device, ema, method)

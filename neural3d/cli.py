@@ -42,12 +42,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from neural3d.config import ConfigError
     from neural3d.data.core import DataError
     from neural3d.eval.protocol import EvalError
+    from neural3d.export.mesh import MeshError
     from neural3d.methods.registry import MethodError
     from neural3d.train.checkpoint import CheckpointError
     from neural3d.train.trainer import NonFiniteLossError
 
     return (ConfigError, DataError, EvalError, MethodError, CheckpointError, NonFiniteLossError,
-            FileNotFoundError)
+            MeshError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -372,14 +372,43 @@ def _merge(data: dict[str, Any], new: dict[str, Any], cls: type, prefix: str = "
             data[key] = value
 
 
+#: the configs that travel inside the package (``neural3d/_configs``, a link to the
+#: repository's ``configs/`` that a wheel carries as package data)
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "_configs"
+
+
+def packaged_configs() -> dict[str, Path]:
+    """The packaged configs by name: their path under :data:`PACKAGED_CONFIGS` without
+    ``.yaml`` (``ssdnerf_toycars``, ``fit/default``)."""
+    if not PACKAGED_CONFIGS.is_dir():
+        return {}
+    return {p.relative_to(PACKAGED_CONFIGS).with_suffix("").as_posix(): p
+            for p in sorted(PACKAGED_CONFIGS.rglob("*.yaml"))}
+
+
+def find_config(path: str | Path) -> Path:
+    """The YAML file of ``--config``: an existing file, else a packaged config by name (no
+    ``.yaml``, e.g. ``ssdnerf_toycars``, from any working directory). Not found: a one-line
+    :class:`ConfigError` (for a bare name, listing the packaged names)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.suffix or p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    named = packaged_configs()
+    if str(path) in named:
+        return named[str(path)]
+    raise ConfigError(f"config not found: {str(path)!r} is neither a file nor a packaged config "
+                      f"(packaged: {', '.join(named) or 'none'})")
+
+
 def load_config(cls: type[T], path: str | Path | None = None,
                 overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls`` <- YAML file at ``path`` <- dotted ``overrides``."""
+    """Defaults of ``cls`` <- YAML file at ``path`` (a file, or a packaged config by name:
+    :func:`find_config`) <- dotted ``overrides``."""
     data: dict[str, Any] = to_dict(cls())
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = find_config(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

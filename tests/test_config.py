@@ -208,3 +208,33 @@ def test_every_default_and_shipped_config_passes_its_limits():
     for path in sorted(root.rglob("*.yaml")):
         cls = by_prefix.get(path.name.split("_")[0], FitConfig)
         validate(load_config(cls, path))
+
+
+# ---------------------------------------------------------------- packaged configs by name
+def test_packaged_config_by_name_from_any_directory(tmp_path, monkeypatch, capsys):
+    """``--config ssdnerf_toycars`` (no .yaml, not a path) finds the config that travels inside
+    the package; paths keep working; an unknown name is one line listing the names."""
+    from pathlib import Path
+
+    from neural3d.cli import main
+    from neural3d.config import PACKAGED_CONFIGS, find_config, packaged_configs
+    from neural3d.methods.ssdnerf.config import SSDNeRFConfig
+
+    repo_configs = Path(__file__).resolve().parents[1] / "configs"
+    names = packaged_configs()
+    assert {"ssdnerf_toycars", "stylenerf_toycars", "fit/default"} <= set(names)
+    assert names == {p.relative_to(repo_configs).with_suffix("").as_posix(): PACKAGED_CONFIGS /
+                     p.relative_to(repo_configs) for p in sorted(repo_configs.rglob("*.yaml"))}
+    monkeypatch.chdir(tmp_path)                       # no configs/ here
+    by_name = load_config(SSDNeRFConfig, "ssdnerf_toycars", ["train.steps=3"])
+    by_path = load_config(SSDNeRFConfig, repo_configs / "ssdnerf_toycars.yaml", ["train.steps=3"])
+    assert by_name == by_path and by_name.model.plane_res == 16
+    assert find_config("fit/default") == PACKAGED_CONFIGS / "fit" / "default.yaml"
+    with pytest.raises(ConfigError, match="config file not found: ssdnerf_toycars.yaml"):
+        find_config("ssdnerf_toycars.yaml")           # a path (suffix) is never looked up by name
+    (tmp_path / "mine.yaml").write_text("train: {steps: 7}\n")
+    assert load_config(SSDNeRFConfig, "mine.yaml").train.steps == 7
+    assert main(["train", "ssdnerf", "--config", "ssdnerf_toycar", "train.steps=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'ssdnerf_toycar'" in err
+    assert "ssdnerf_toycars" in err and "fit/default" in err

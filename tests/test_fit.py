@@ -1,4 +1,4 @@
-"""Single-object fitting end to end (tiny), the render/export-mesh commands, PLY round trip."""
+"""Single-object fitting end to end (tiny), the render/export-mesh commands, mesh round trip."""
 
 import json
 
@@ -48,7 +48,7 @@ def test_render_and_export_mesh_commands(fitted, tmp_path):
                  "--out", str(tmp_path / "s.mp4")]) == 0
     assert (tmp_path / "s.mp4").is_file() or (tmp_path / "s.gif").is_file()
     import neural3d
-    from neural3d.export.mesh import read_ply
+    from neural3d.export import read_mesh
 
     model = neural3d.load(ckpt).model
     # a level inside the density range of this (short) fit
@@ -58,7 +58,7 @@ def test_render_and_export_mesh_commands(fitted, tmp_path):
     level = float(grid.quantile(0.9))
     assert main(["export-mesh", str(ckpt), "--out", str(tmp_path / "m.ply"), "--res", "24",
                  "--level", str(level)]) == 0
-    v, f, c = read_ply(tmp_path / "m.ply")
+    v, f, c = read_mesh(tmp_path / "m.ply")
     assert len(v) > 0 and len(f) > 0 and c.shape == (len(v), 3)
     assert f.max() < len(v)
     box = model.grid.aabb.numpy()
@@ -74,9 +74,8 @@ def test_fit_resume_continues(toy_object, tmp_path):
     assert run["step"] == 10 and run["status"] == "finished"
 
 
-def test_ply_round_trip_and_sphere_mesh(tmp_path):
-    from neural3d.export import extract_mesh, write_ply
-    from neural3d.export.mesh import read_ply
+def test_mesh_round_trip_and_sphere_mesh(tmp_path):
+    from neural3d.export import extract_mesh, read_mesh, write_mesh
 
     def dens(p):
         return torch.where(p.norm(dim=-1) < 0.5, 50.0, 0.0)
@@ -89,9 +88,12 @@ def test_ply_round_trip_and_sphere_mesh(tmp_path):
     r = np.linalg.norm(v, axis=1)
     assert abs(r.mean() - 0.5) < 0.05
     assert (c == [255, 0, 0]).all()
-    write_ply(tmp_path / "s.ply", v, f, c)
-    v2, f2, c2 = read_ply(tmp_path / "s.ply")
-    assert np.array_equal(v, v2) and np.array_equal(f, f2) and np.array_equal(c, c2)
+    for fmt in ("ply", "obj", "glb"):
+        write_mesh(tmp_path / f"s.{fmt}", v, f, c)
+        v2, f2, c2 = read_mesh(tmp_path / f"s.{fmt}")
+        # OBJ keeps 8 decimals; GLB is +y up in the file, turned back on reading
+        assert np.allclose(v, v2, rtol=0, atol=1e-6 if fmt == "obj" else 1e-7), fmt
+        assert np.array_equal(f, f2) and np.array_equal(c, c2), fmt
     with pytest.raises(ValueError, match="no surface"):
         extract_mesh(dens, col, aabb, res=16, level=1e6)
 

@@ -1,4 +1,5 @@
-"""``neural3d data``: write the built-in toy category, preview a dataset."""
+"""``neural3d data``: write the built-in toy category, preview a dataset, export a dataset as
+nerfstudio/Blender ``transforms.json`` scenes."""
 
 from __future__ import annotations
 
@@ -33,6 +34,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--objects", type=int, default=4, help="objects per split (4)")
     v.add_argument("--views", type=int, default=6, help="views per object (6)")
     v.set_defaults(func=run_preview)
+
+    e = sub.add_parser("export-transforms",
+                       help="write a dataset as nerfstudio/Blender transforms.json scenes "
+                            "(OpenGL cameras, images copied or linked)")
+    e.add_argument("src", help="an object or scene folder (SRN object, Blender scene), or a "
+                               "dataset root / split folder in SRN layout (one scene per object)")
+    e.add_argument("--out", required=True,
+                   help="output folder: OUT/transforms.json for one object, "
+                        "OUT/<object id>/transforms.json for a dataset")
+    e.add_argument("--category", default=None,
+                   help="category of a dataset root (default: its only <category>_<split>)")
+    e.add_argument("--split", default="train", help="split of a dataset root (train)")
+    e.add_argument("--max-objects", type=int, default=None, help="first N objects only")
+    e.add_argument("--link", action="store_true", help="symlink the images instead of copying")
+    e.set_defaults(func=run_export_transforms)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
 
 
@@ -64,4 +80,42 @@ def run_preview(args: argparse.Namespace) -> int:
     check_options(args, objects=at_least(1), views=at_least(1))
 
     print(contact_sheet(args.dir, args.out, objects=args.objects, views=args.views))
+    return 0
+
+
+def _category(root, split: str) -> str:
+    """The category of a dataset root holding exactly one ``<category>_<split>`` folder."""
+    from neural3d.data import DataError
+
+    found = sorted(p.name[:-len(split) - 1] for p in root.iterdir()
+                   if p.is_dir() and p.name.endswith(f"_{split}"))
+    if len(found) != 1:
+        raise DataError(f"{root}: {'no' if not found else 'several'} <category>_{split} "
+                        f"folders{' (' + ', '.join(found) + ')' if found else ''}; pass "
+                        f"--category (and --split)")
+    return found[0]
+
+
+def run_export_transforms(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from neural3d.commands._common import check_options
+    from neural3d.config import at_least
+    from neural3d.data import DataError, SRNCategory, is_srn_object, read_object
+    from neural3d.data.transforms import write_transforms
+
+    check_options(args, max_objects=at_least(1))
+    src, out = Path(args.src), Path(args.out)
+    if not src.exists():
+        raise DataError(f"{src}: no such file or folder")
+    if src.is_file() or is_srn_object(src) or any(src.glob("transforms*.json")):
+        print(f"wrote {write_transforms(read_object(src), out, args.link)}")
+        return 0
+    split_folder = any(p.is_dir() and is_srn_object(p) for p in src.iterdir())
+    category = args.category or (src.name if split_folder else _category(src, args.split))
+    cat = SRNCategory(src, category, args.split)
+    ids = cat.object_ids[:args.max_objects]
+    for oid in ids:
+        write_transforms(cat.read(oid), out / oid, args.link)
+    print(f"wrote {len(ids)} scenes ({cat.split_dir}) to {out}/<object id>/transforms.json")
     return 0

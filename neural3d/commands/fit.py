@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps (default 1500)")
     p.add_argument("--res", type=int, default=None, help="resize images to RES x RES")
     p.add_argument("--out", default=None, help="output folder (default runs/fit)")
-    p.add_argument("--config", default=None, help="YAML file with fit config keys")
+    p.add_argument("--config", default=None,
+                   help="YAML file with fit config keys, or a packaged config by name "
+                        "(fit/default)")
     p.add_argument("--resume", action="store_true",
                    help="continue OUT/checkpoints/last.pt (= resume=auto; the config must match "
                         "the saved one except run-length and logging keys)")

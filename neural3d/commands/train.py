@@ -32,7 +32,8 @@ def parse(method: str, rest: list[str]):
     cls = get_method(method, "train")
     p = method_parser("train", cls, __doc__)
     p.epilog = config_epilog(cls.Config)
-    p.add_argument("--config", default=None, help="YAML config file")
+    p.add_argument("--config", default=None, help="YAML config file, or a packaged config by name "
+                   "(e.g. ssdnerf_toycars: see configs/)")
     add_runtime_args(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     cls.add_arguments("train", p)

@@ -28,7 +28,8 @@ class MultiViewObject:
 
     ``images [V,H,W,3]`` float32 in [0, 1], already composited on ``background``;
     ``cameras`` (``V`` cameras, OpenCV c2w); ``object_id``; ``view_ids`` (file stems);
-    ``masks [V,H,W]`` float32 in [0, 1] (alpha) or None when the source has no alpha/mask.
+    ``masks [V,H,W]`` float32 in [0, 1] (alpha) or None when the source has no alpha/mask;
+    ``image_paths``: the image file of each view (None for objects made in memory).
     """
 
     images: torch.Tensor
@@ -38,6 +39,7 @@ class MultiViewObject:
     masks: torch.Tensor | None = None
     background: Background = WHITE
     path: str | None = field(default=None, compare=False)
+    image_paths: list[str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         v = self.images.shape[0]
@@ -56,7 +58,8 @@ class MultiViewObject:
         return MultiViewObject(self.images[ids], self.cameras[torch.tensor(ids)], self.object_id,
                                [self.view_ids[i] for i in ids],
                                None if self.masks is None else self.masks[ids], self.background,
-                               self.path)
+                               self.path, None if self.image_paths is None else
+                               [self.image_paths[i] for i in ids])
 
 
 def parse_resolution(resolution: Any) -> tuple[int, int] | None:
@@ -177,4 +180,5 @@ def stack_views(path: str | Path, object_id: str, images: list[np.ndarray],
     cams = Cameras(torch.as_tensor(c2w, dtype=torch.float32), fx, fy, cx, cy, W, H)
     return MultiViewObject(torch.cat(per_view), cams, object_id, view_ids,
                            masks=torch.cat(per_mask) if has_alpha else None,
-                           background=tuple(background), path=str(path))
+                           background=tuple(background), path=str(path),
+                           image_paths=[str(p) for p in image_paths])

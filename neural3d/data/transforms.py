@@ -11,6 +11,9 @@
 Both store OpenGL camera-to-world matrices (x right, y up, z backwards); they are converted to
 OpenCV here. If an image's size differs from the ``w``/``h`` given in the file, the intrinsics are
 scaled to the image (nerfstudio's ``images_2`` style downscales).
+
+:func:`write_transforms` is the way back: any object a reader returned (an SRN/toy object, a
+Blender scene) as a nerfstudio ``transforms.json`` with its images copied or linked.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import warnings
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
-from neural3d.cameras import opengl_to_opencv
+from neural3d.cameras import opencv_to_opengl, opengl_to_opencv
 from neural3d.data.core import (
     IMAGE_EXTS,
     WHITE,
@@ -170,3 +174,60 @@ def read_transforms(path: str | Path, split: str | None = None, resolution: Any 
     obj = stack_views(jpath, name, images, alphas, np.stack(c2ws), fx, fy, cx, cy, resolution,
                       background, ids, paths)
     return obj
+
+
+def write_transforms(obj: MultiViewObject, out: str | Path, link: bool = False) -> Path:
+    """Write ``obj`` (as a reader returned it, at its files' own size) as a nerfstudio scene:
+    ``out/transforms.json`` and its image files copied (``link``: symlinked) to
+    ``out/images/<view id><suffix>``. Returns the json path.
+
+    Cameras become OpenGL camera-to-world matrices (y and z flipped) in the source's world frame;
+    intrinsics ``fl_x, fl_y, cx, cy, w, h`` in pixels (pixel centres at +0.5 in both
+    conventions), at the top level when all views share them, else per frame, with
+    ``camera_model: OPENCV`` and no distortion; ``camera_angle_x`` too when the views share
+    intrinsics with a centred principal point (for Blender-style loaders).
+    :func:`read_transforms` reads it back to the same cameras."""
+    from PIL import Image
+
+    if obj.image_paths is None:
+        raise DataError(f"{obj.object_id}: the object has no image files to export")
+    out = Path(out)
+    cams = obj.cameras
+    W, H = cams.width, cams.height
+    sources = [Path(p) for p in obj.image_paths]
+    for src in sources:
+        with Image.open(src) as im:
+            if im.size != (W, H):
+                raise DataError(f"{src}: image is {im.size[0]}x{im.size[1]} but the cameras are "
+                                f"for {W}x{H} (export objects read at their own resolution)")
+    intr = np.stack([cams.fx.double().cpu().numpy(), cams.fy.double().cpu().numpy(),
+                     cams.cx.double().cpu().numpy(), cams.cy.double().cpu().numpy()], 1)
+    shared = bool((intr == intr[:1]).all())
+    keys = ("fl_x", "fl_y", "cx", "cy")
+    meta: dict[str, Any] = {"camera_model": "OPENCV"}
+    if shared:
+        meta.update({k: float(v) for k, v in zip(keys, intr[0], strict=True)}, w=W, h=H)
+        if intr[0, 2] == W / 2 and intr[0, 3] == H / 2:
+            meta["camera_angle_x"] = 2 * math.atan(0.5 * W / intr[0, 0])
+            meta["camera_angle_y"] = 2 * math.atan(0.5 * H / intr[0, 1])
+    c2w = opencv_to_opengl(cams.c2w.double().cpu().numpy())
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i, (src, vid) in enumerate(zip(sources, obj.view_ids, strict=True)):
+        rel = Path("images") / f"{vid}{src.suffix}"
+        dst = out / rel
+        if dst.is_symlink() or dst.exists():
+            dst.unlink()
+        if link:
+            dst.symlink_to(src.resolve())
+        else:
+            shutil.copyfile(src, dst)
+        frame: dict[str, Any] = {"file_path": rel.as_posix(),
+                                 "transform_matrix": c2w[i].tolist()}
+        if not shared:
+            frame.update({k: float(v) for k, v in zip(keys, intr[i], strict=True)}, w=W, h=H)
+        frames.append(frame)
+    meta["frames"] = frames
+    path = out / "transforms.json"
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    return path

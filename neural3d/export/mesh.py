@@ -1,9 +1,14 @@
-"""Marching cubes (scikit-image) on a field's density grid, with vertex colours, written as PLY.
+"""Marching cubes (scikit-image) on a field's density grid, with vertex colours, written as
+PLY, OBJ or GLB (trimesh).
 
 The density is sampled at the centres of a ``res^3`` grid over the field's box; the iso-surface
 ``density = level`` is extracted in grid coordinates and mapped back to world coordinates (same
 frame as the cameras, world up +z for our data). Vertex colours are the field's colour at the
 vertex, pushed slightly outward along the normal so they come from the visible surface.
+
+Files: PLY and OBJ hold world coordinates as they are; GLB follows glTF's +Y-up convention, so
+:func:`write_mesh` turns world +z up into +y up there (``(x, y, z) -> (x, z, -y)``) and
+:func:`read_mesh` turns it back: a round trip returns the world coordinates in every format.
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+
+class MeshError(ValueError):
+    """No surface at the chosen iso-level (the message names the density range)."""
 
 
 @torch.no_grad()
@@ -39,7 +48,7 @@ def extract_mesh(density_fn, color_fn, aabb: torch.Tensor, res: int = 128,
     if level is None:
         level = float(np.log(2.0) / float(cell.mean()))
     if not (grid.min() < level < grid.max()):
-        raise ValueError(f"no surface: density ranges over [{grid.min():.3g}, {grid.max():.3g}] "
+        raise MeshError(f"no surface: density ranges over [{grid.min():.3g}, {grid.max():.3g}] "
                          f"and the level is {level:.3g}; pass another --level")
     verts, faces, normals, _ = marching_cubes(grid, level=level)
     # grid index i sits at the centre lo + (i + 0.5) * cell
@@ -53,49 +62,57 @@ def extract_mesh(density_fn, color_fn, aabb: torch.Tensor, res: int = 128,
     return world.numpy().astype(np.float32), faces.astype(np.int32), cols
 
 
-def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
-              colors: np.ndarray | None = None) -> Path:
-    """Binary little-endian PLY with optional per-vertex uchar RGB."""
+#: mesh file formats by suffix (what ``neural3d export --format`` offers besides weights)
+MESH_FORMATS = ("ply", "obj", "glb")
+#: world (+z up) -> glTF (+y up): (x, y, z) -> (x, z, -y)
+_Z_UP_TO_Y_UP = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
+
+
+def mesh_format(path: str | Path) -> str:
+    """The format of a mesh file from its suffix (one of :data:`MESH_FORMATS`)."""
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in MESH_FORMATS:
+        raise ValueError(f"{path}: unknown mesh format {fmt or '(no suffix)'!r} (use "
+                         f"{', '.join('.' + f for f in MESH_FORMATS)})")
+    return fmt
+
+
+def export_mesh(path: str | Path, density_fn, color_fn, aabb, res: int = 128,
+                level: float | None = None) -> Path:
+    """:func:`extract_mesh` then :func:`write_mesh` (the methods' ``export``)."""
+    verts, faces, cols = extract_mesh(density_fn, color_fn, torch.as_tensor(aabb), res, level)
+    return write_mesh(path, verts, faces, cols)
+
+
+def write_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
+               colors: np.ndarray | None = None) -> Path:
+    """Write a triangle mesh (``vertices [V,3]`` world, ``faces [F,3]``, optional per-vertex
+    ``colors [V,3]`` uint8) as PLY (binary), OBJ (``v x y z r g b``) or GLB (``COLOR_0``), the
+    format chosen by the suffix of ``path``; vertex order and faces are kept."""
+    import trimesh
+
     path = Path(path)
-    v = np.asarray(vertices, np.float32)
-    f = np.asarray(faces, np.int32)
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(v)}",
-              "property float x", "property float y", "property float z"]
-    if colors is not None:
-        header += ["property uchar red", "property uchar green", "property uchar blue"]
-    header += [f"element face {len(f)}", "property list uchar int vertex_indices", "end_header"]
-    vdtype = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    if colors is not None:
-        vdtype += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    vrec = np.empty(len(v), dtype=vdtype)
-    vrec["x"], vrec["y"], vrec["z"] = v[:, 0], v[:, 1], v[:, 2]
-    if colors is not None:
-        c = np.asarray(colors, np.uint8)
-        vrec["red"], vrec["green"], vrec["blue"] = c[:, 0], c[:, 1], c[:, 2]
-    frec = np.empty(len(f), dtype=[("n", "u1"), ("i", "<i4", (3,))])
-    frec["n"], frec["i"] = 3, f
+    fmt = mesh_format(path)
+    v = np.asarray(vertices, np.float64)
+    if fmt == "glb":
+        v = v @ _Z_UP_TO_Y_UP.T
+    mesh = trimesh.Trimesh(v, np.asarray(faces, np.int64), process=False,
+                           vertex_colors=None if colors is None else np.asarray(colors, np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        fh.write(("\n".join(header) + "\n").encode("ascii"))
-        fh.write(vrec.tobytes())
-        fh.write(frec.tobytes())
+    mesh.export(path, file_type=fmt)
     return path
 
 
-def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Read back what :func:`write_ply` writes (for tests and quick checks)."""
-    data = Path(path).read_bytes()
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii").splitlines()
-    nv = int(next(h for h in header if h.startswith("element vertex")).split()[-1])
-    nf = int(next(h for h in header if h.startswith("element face")).split()[-1])
-    has_col = any("red" in h for h in header)
-    vdtype = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    if has_col:
-        vdtype += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    vrec = np.frombuffer(data, dtype=vdtype, count=nv, offset=end)
-    off = end + vrec.nbytes
-    frec = np.frombuffer(data, dtype=[("n", "u1"), ("i", "<i4", (3,))], count=nf, offset=off)
-    verts = np.stack([vrec["x"], vrec["y"], vrec["z"]], -1)
-    cols = np.stack([vrec["red"], vrec["green"], vrec["blue"]], -1) if has_col else None
-    return verts, frec["i"].copy(), cols
+def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Read back what :func:`write_mesh` writes: ``(vertices [V,3] float64 world, faces [F,3],
+    colours [V,3] uint8 or None)`` (GLB turned back to +z up)."""
+    import trimesh
+
+    fmt = mesh_format(path)
+    mesh = trimesh.load(Path(path), file_type=fmt, process=False, force="mesh")
+    v = np.asarray(mesh.vertices, np.float64)
+    if fmt == "glb":
+        v = v @ _Z_UP_TO_Y_UP
+    cols = (np.asarray(mesh.visual.vertex_colors)[:, :3].copy()
+            if mesh.visual.kind == "vertex" else None)
+    return v, np.asarray(mesh.faces), cols

@@ -15,9 +15,11 @@ A method is a subclass of :class:`Method` decorated with :func:`register_method`
         def sample(self, num, seed=0, **opts) -> list: ...      # states (latents, images, ...)
         def render(self, state, cameras) -> Tensor: ...         # [V, H, W, 3] in [0, 1]
         def reconstruct(self, images, cameras, **opts): ...     # a state from posed views
-        def export(self, out, **opts) -> list[Path]: ...        # meshes, weights, ...
+        def export(self, out, **opts) -> list[Path]: ...        # meshes (neural3d export)
         # with `render`: where viewers start (neural3d view)
         def home_camera(self) -> Cameras: ...
+        # not a capability: tensors that a safetensors export keeps besides the weights
+        def inference_tensors(self) -> dict[str, Tensor]: ...
 
 Built-in methods live in the modules and packages of :mod:`neural3d.methods` (each registers
 itself on import); third-party packages add theirs through the entry-point group
@@ -25,7 +27,8 @@ itself on import); third-party packages add theirs through the entry-point group
 method), as nerfstudio discovers its plugins. Nothing else lists methods.
 
 Checkpoints written through a method carry ``record = {"method", "config", "format_version"}``;
-:func:`load` rebuilds any method from that record (:meth:`Method.from_checkpoint`).
+:func:`load` rebuilds any method from that record (:meth:`Method.from_checkpoint`), also from
+the safetensors folders of ``neural3d export`` (:mod:`neural3d.methods.weights`).
 """
 
 from __future__ import annotations
@@ -183,6 +186,8 @@ class Method:
         raise MethodError(f"method {self.name!r} cannot render")
 
     def export(self, out: Path, **opts) -> list[Path]:
+        """``neural3d export --format ply|obj|glb``: a mesh written to ``out`` (its suffix is
+        the format), options ``res``, ``level``, ``sample_index``, ``seed``."""
         raise MethodError(f"method {self.name!r} cannot export")
 
     def home_camera(self):
@@ -190,6 +195,12 @@ class Method:
         :meth:`render` shows, at the method's native image size and intrinsics, with world up +z
         and the scene around the origin: where ``neural3d view`` starts."""
         raise MethodError(f"method {self.name!r} has no camera to view it from")
+
+    def inference_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors besides the modules' weights that inference needs (SSDNeRF: the mean
+        training latent); ``neural3d export --format safetensors`` stores them and
+        :meth:`from_checkpoint` finds them under ``ckpt["tensors"]``."""
+        return {}
 
     def info(self) -> dict[str, Any]:
         """What an evaluation records about the model (checkpoint, sampler settings, ...)."""
@@ -296,23 +307,25 @@ def use_ema(ema: bool | str, step: int, decay: float) -> bool:
     return bool(ema)
 
 
+def ema_modules(ckpt: Mapping[str, Any], ema: bool | str = "auto") -> list[str]:
+    """The modules whose kept EMA copy :func:`module_states` takes (both layouts)."""
+    step = int(ckpt.get("step", 0))
+    emas = ckpt.get("emas") or {} if "modules" in ckpt else {"model": ckpt.get("ema")}
+    return [name for name, e in emas.items() if e and use_ema(ema, step, float(e["decay"]))]
+
+
 def module_states(ckpt: Mapping[str, Any], ema: bool | str = "auto") -> dict[str, dict]:
     """Weights by module name from a trainer checkpoint, the EMA copy where one was kept and
-    :func:`use_ema` says so.
+    :func:`use_ema` says so (:func:`ema_modules`).
 
     Reads both layouts: named modules (``ckpt["modules"]``, ``ckpt["emas"][name]``) and the
     single-model one (``ckpt["model"]``, ``ckpt["ema"]``), whose module is ``"model"``."""
-    step = int(ckpt.get("step", 0))
     if "modules" in ckpt:
         states = dict(ckpt["modules"])
-        for name, e in (ckpt.get("emas") or {}).items():
-            if e and use_ema(ema, step, float(e["decay"])):
-                states[name] = e["module"]
+        for name in ema_modules(ckpt, ema):
+            states[name] = ckpt["emas"][name]["module"]
         return states
-    e = ckpt.get("ema")
-    if e and use_ema(ema, step, float(e["decay"])):
-        return {"model": e["module"]}
-    return {"model": ckpt["model"]}
+    return {"model": ckpt["ema"]["module"] if ema_modules(ckpt, ema) else ckpt["model"]}
 
 
 def load_weights(module: nn.Module, states: Mapping[str, Any], name: str) -> None:
@@ -334,13 +347,25 @@ def load_weights(module: nn.Module, states: Mapping[str, Any], name: str) -> Non
 
 def load(path: str | Path, device: str | torch.device = "cpu", ema: bool | str = "auto",
          method: str | None = None) -> Method:
-    """Rebuild any method from its checkpoint (``weights_only`` load), ready for inference.
+    """Rebuild any method from its checkpoint (``weights_only`` load), or from the folder (or
+    ``model.safetensors``) that ``neural3d export --format safetensors`` wrote
+    (:mod:`neural3d.methods.weights`: the weights chosen at export, ``ema`` has no effect),
+    ready for inference.
 
     ``ema``: see :func:`use_ema`. ``method``, when given, must match the checkpoint's."""
-    from neural3d.config import ConfigError
-    from neural3d.train.checkpoint import CheckpointError, load_checkpoint
+    from neural3d.methods.weights import is_export, read_export
+    from neural3d.train.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(path, map_location="cpu")
+    ckpt = read_export(path) if is_export(path) else load_checkpoint(path, map_location="cpu")
+    return rebuild(ckpt, path, device, ema, method)
+
+
+def rebuild(ckpt: Mapping[str, Any], path: str | Path, device: str | torch.device = "cpu",
+            ema: bool | str = "auto", method: str | None = None) -> Method:
+    """:func:`load` of a checkpoint already read from ``path`` (errors name ``path``)."""
+    from neural3d.config import ConfigError
+    from neural3d.train.checkpoint import CheckpointError
+
     name = method_of(ckpt, path)
     if method is not None and method != name:
         raise MethodError(f"{path} is a {name!r} checkpoint, not {method!r}")

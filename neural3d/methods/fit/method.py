@@ -35,6 +35,7 @@ from neural3d.methods.fit.outputs import path_cameras, save_renders_png, write_t
 from neural3d.methods.registry import (
     Built,
     Method,
+    MethodError,
     load_weights,
     module_states,
     register_method,
@@ -360,14 +361,18 @@ class Fit(Method):
         """The fitted scene (``state`` is unused: a fit holds one scene) at ``cameras``."""
         return self._render_views(cameras)
 
-    def export(self, out: Path, res: int = 128, level: float | None = None) -> list[Path]:
-        """A marching-cubes mesh with vertex colours (PLY)."""
-        from neural3d.export import extract_mesh, write_ply
+    def export(self, out: Path, res: int = 128, level: float | None = None,
+               sample_index: int = 0, seed: int = 0) -> list[Path]:
+        """A marching-cubes mesh of the scene with vertex colours, as ``out``'s suffix says
+        (PLY, OBJ, GLB). A fit holds one scene: ``sample_index`` must be 0 (``seed`` unused)."""
+        from neural3d.export import export_mesh
 
+        if sample_index != 0:
+            raise MethodError(f"--sample-index: a fit holds one scene (index 0), got "
+                              f"{sample_index}")
         model = self.model
 
         def colour(p: torch.Tensor) -> torch.Tensor:
             return model.field(p[None], None)[1][0]
 
-        verts, faces, cols = extract_mesh(model.density, colour, model.grid.aabb, res, level)
-        return [write_ply(out, verts, faces, cols)]
+        return [export_mesh(out, model.density, colour, model.grid.aabb, res, level)]

@@ -32,6 +32,7 @@ class SSDNeRF(Method):
         super().__init__(cfg, device)
         self._latents: torch.Tensor | None = None   # training latents [N,3,C,R,R] (inference)
         self._cache_state: dict[str, Any] | None = None
+        self._mean: torch.Tensor | None = None      # their mean [1,3,C,R,R] (or exported)
 
     # ------------------------------------------------------------------ training
     def build(self) -> Built:
@@ -56,7 +57,9 @@ class SSDNeRF(Method):
         checkpoint, or (file-backed cache) read on first use of :attr:`latents` from the run
         folder of :attr:`checkpoint_path` (``RUN/checkpoints/last.pt`` -> ``RUN/<cache_path>``).
         The checkpoint's cache state is validated now (counts and shape against the config,
-        a relative path inside the run folder); nothing is created or written."""
+        a relative path inside the run folder); nothing is created or written. An export
+        (:mod:`neural3d.methods.weights`) holds no training latents, only their mean
+        (``ckpt["tensors"]["mean_latent"]``)."""
         method = cls(cls.config_from_record(ckpt["record"]), device)
         model = SSDNeRFModel(method.cfg)
         load_weights(model, module_states(ckpt, ema), "model")
@@ -65,6 +68,12 @@ class SSDNeRF(Method):
         if cs is not None:
             check_state(cs, model.latent_shape)
             method._cache_state = cs
+        mean = ckpt.get("tensors", {}).get("mean_latent")
+        if mean is not None:
+            if tuple(mean.shape) != (1, *model.latent_shape):
+                raise CheckpointError(f"the exported mean latent is {tuple(mean.shape)}, the "
+                                      f"config's latents are {model.latent_shape}")
+            method._mean = mean.to(method.device)
         return method
 
     @property
@@ -84,13 +93,25 @@ class SSDNeRF(Method):
 
     @latents.setter
     def latents(self, value: torch.Tensor | None) -> None:
-        self._latents = value
+        self._latents, self._mean = value, None
+
+    def _init_latent(self) -> torch.Tensor | None:
+        """The mean training latent (reconstruction starts there), or None without one."""
+        if self._mean is None and self.latents is not None:
+            self._mean = self.latents.mean(0, keepdim=True)
+        return self._mean
 
     @property
     def mean_latent(self) -> torch.Tensor:
-        if self.latents is None:
+        mean = self._init_latent()
+        if mean is None:
             raise ValueError("this checkpoint holds no training latents")
-        return self.latents.mean(0, keepdim=True)
+        return mean
+
+    def inference_tensors(self) -> dict[str, torch.Tensor]:
+        """The mean training latent (where the checkpoint has latents), not the latents."""
+        mean = self._init_latent()
+        return {} if mean is None else {"mean_latent": mean}
 
     @property
     def category(self) -> str:
@@ -156,8 +177,8 @@ class SSDNeRF(Method):
         fields (``guidance_scale``, ``guidance_wrt``, ``finetune_steps``, ...)."""
         rc = replace(self.cfg.recon, **{k: v for k, v in recon_overrides.items()
                                         if v is not None})
-        init = self.mean_latent if self.latents is not None else None
-        return reconstruct(self.model, images, cameras, rc, mode=mode, init=init)
+        return reconstruct(self.model, images, cameras, rc, mode=mode,
+                           init=self._init_latent())
 
     def native_res(self) -> int:
         """The image size of the training data (the toy renders' or SRN's 128)."""
@@ -173,6 +194,24 @@ class SSDNeRF(Method):
 
     def render(self, state: torch.Tensor, cameras) -> torch.Tensor:
         return self.model.render_views(state, cameras).cpu()
+
+    @torch.no_grad()
+    def export(self, out: Path, res: int = 128, level: float | None = None,
+               sample_index: int = 0, seed: int = 0) -> list[Path]:
+        """A marching-cubes mesh with vertex colours (``out``'s suffix: PLY, OBJ, GLB) of
+        sample ``sample_index``: the last of :meth:`sample` ``(sample_index + 1, seed)``."""
+        from neural3d.export import export_mesh
+
+        latent = self.sample(sample_index + 1, seed)[sample_index]
+        field = self.model.field
+
+        def density(p: torch.Tensor) -> torch.Tensor:
+            return field(p[None].to(latent), planes=latent)[0][0].cpu()
+
+        def colour(p: torch.Tensor) -> torch.Tensor:
+            return field(p[None].to(latent), planes=latent)[1][0].cpu()
+
+        return [export_mesh(out, density, colour, self.cfg.model.aabb, res, level)]
 
     def info(self) -> dict[str, Any]:
         from neural3d.config import to_dict

@@ -106,6 +106,17 @@ class EG3DSynthesis(nn.Module):
                              persistent=False)
         self.num_ws = self.backbone.num_ws + 1
 
+    def point_field(self, ws):
+        """The triplanes of one sample ``ws [1, num_ws, w_dim]`` through the decoder, as a
+        function of world points ``[N, 3]`` -> ``(density [N], raw rgb [N, 3])``."""
+        planes = self.backbone(ws)
+
+        def fn(points):
+            density, f = self.decoder(planes, points[None])
+            return density[0], f[0, :, :3]
+
+        return fn
+
     def forward(self, ws, cams, level: int | None = None, alpha: float = 1.0,
                 generator=None) -> dict:
         r = self.cfg.render_res

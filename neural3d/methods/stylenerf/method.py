@@ -191,6 +191,21 @@ class StyleNeRF(Method):
         return CameraPrior(self.cfg.camera).cameras(one, one + 20 * torch.pi / 180,
                                                     self.cfg.generator.output_res)
 
+    @torch.no_grad()
+    def export(self, out: Path, res: int = 128, level: float | None = None,
+               sample_index: int = 0, seed: int = 0) -> list[Path]:
+        """A marching-cubes mesh of the generator's 3D representation (the NeRF, or EG3D's
+        triplanes and decoder) with its raw RGB as vertex colours (``out``'s suffix: PLY, OBJ,
+        GLB), for sample ``sample_index``: the last of :meth:`sample` ``(sample_index + 1,
+        seed)``."""
+        from neural3d.export import export_mesh
+
+        ws = self.sample(sample_index + 1, seed)[sample_index]
+        fn = self.generator.synthesis.point_field(ws)
+        return [export_mesh(out, lambda p: fn(p.to(ws.device))[0].cpu(),
+                            lambda p: fn(p.to(ws.device))[1].cpu(), self.cfg.generator.aabb,
+                            res, level)]
+
     def write_samples(self, out: Path, num: int, seed: int = 0, psi: float = 1.0,
                       frames: int = 36, elevation: float = 20.0, fps: int = 12) -> list[Path]:
         """``grid.png`` (4 turntable views per sample), ``depth.png`` (the same views' NeRF

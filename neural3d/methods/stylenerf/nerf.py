@@ -109,6 +109,15 @@ class StyleNeRFSynthesis(nn.Module):
         self.register_buffer("background", bg, persistent=False)
         self.num_ws = self.nerf.num_ws + 2 * len(self.blocks)
 
+    def point_field(self, ws):
+        """The NeRF of one sample ``ws [1, num_ws, w_dim]`` as a function of world points
+        ``[N, 3]`` -> ``(density [N], rgb [N, 3])`` (its own RGB, before the upsampler)."""
+        def fn(points):
+            density, f = self.nerf(points[None], ws)
+            return density[0], f[0, :, -3:]
+
+        return fn
+
     def _block_ws(self, ws, k):
         n = self.nerf.num_ws + 2 * k
         return ws[:, n], ws[:, n + 1]
