@@ -77,12 +77,16 @@ class DiffusionPipeline(nn.Module):
             if m.mdm_resolutions[0] != self.res:
                 raise ValueError(f"model.mdm_resolutions[0] ({m.mdm_resolutions[0]}) must equal "
                                  f"data.res ({self.res})")
+            if len(m.mdm_loss_weights) != len(m.mdm_resolutions):
+                raise ValueError(f"model.mdm_loss_weights needs one weight per resolution of "
+                                 f"model.mdm_resolutions ({m.mdm_resolutions})")
             self.net = NestedUNet(in_channels, m.mdm_resolutions, m.shell_channels,
                                   m.shell_blocks, inner={**unet_kw, "dropout": m.dropout},
                                   num_classes=self.num_classes, dropout=m.dropout)
             self.mdm = MatryoshkaDiffusion(self.net, self.schedule, d.parameterization,
                                            loss_weights=m.mdm_loss_weights,
-                                           weighting=d.weighting, min_snr_gamma=d.min_snr_gamma)
+                                           weighting=d.weighting, min_snr_gamma=d.min_snr_gamma,
+                                           shift_power=m.mdm_shift_power)
         self.null_label = self.num_classes
 
     def fit_data(self, images: torch.Tensor) -> None:
