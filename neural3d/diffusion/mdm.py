@@ -23,8 +23,8 @@ schedule ``snr_l(t) = snr(t) * (R_base / R_l)^p`` (:class:`ShiftedSchedule` with
 power ``p`` is ml-mdm's ``schedule_shifted_power``: 2 (the default here) in its 1024 config and
 simple diffusion's rule, 1 in its 256 config. The loss is ``sum_l w_l * loss_l`` with
 per-resolution weights (ml-mdm's ``multi_res_weights``, e.g. 16:4:1 high to low in its
-three-level 1024 config; 1:1 in its two-level 256 config). Sampling packs all resolutions into one flat
-tensor with a per-element schedule (:class:`PackedSchedule`) so that every sampler of
+three-level 1024 config; 1:1 in its two-level 256 config). Sampling packs all resolutions into
+one flat tensor with a per-element schedule (:class:`PackedSchedule`) so that every sampler of
 :mod:`neural3d.diffusion.samplers` (DDPM, DDIM, DPM-Solver++) and CFG run unchanged.
 """
 
