@@ -6,7 +6,12 @@ import torch
 from neural3d.cli import main
 from neural3d.config import ConfigError, load_config
 from neural3d.methods import load
-from neural3d.methods.diffusion2d import DiffusionExperiment, DiffusionPipeline, load_toy_images
+from neural3d.methods.diffusion2d import (
+    Diffusion2D,
+    DiffusionExperiment,
+    DiffusionPipeline,
+    load_toy_images,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,6 +111,10 @@ def test_baseline_configs_load(name):
         assert pipe.net.denoiser.resolution == 16 and not pipe.net.scale_fitted
         with pytest.raises(RuntimeError, match="ae_steps"):
             pipe.generate(1, steps=1)
+        # the learning rate warms up again when the diffusion stage starts
+        lr = Diffusion2D(exp).build().scheduler.lr_lambdas[0]
+        ae, warm = exp.model.latent.ae_steps, exp.optim.warmup
+        assert lr(0) == lr(ae) == 1 / warm and lr(ae - 1) == 1 == lr(ae + warm)
     else:
         assert pipe.net.base_res == 32 and pipe.net.sr.unet.resolution == 64
     with pytest.raises(ValueError, match="model.cascade.base_res"):
