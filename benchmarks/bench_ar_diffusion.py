@@ -44,6 +44,7 @@ from bench_diffusion import (  # noqa: E402
     print_table,
     to_hwc01,
     train_and_load,
+    write_grid,
 )
 
 from neural3d.methods.diffusion2d import load_toy_images  # noqa: E402
@@ -94,17 +95,9 @@ def cluster_tv(extractor, fake: torch.Tensor, fake_y: torch.Tensor, real: torch.
     return sum(tv) / len(tv)
 
 
-def write_grid(path: Path, imgs: torch.Tensor, labels: torch.Tensor, per_row: int) -> None:
-    from neural3d.export.media import write_image_rows
-
-    x = to_hwc01(imgs)
-    rows = [x[labels == c][:per_row] for c in labels.unique().tolist()]
-    write_image_rows(path, rows, pad=2)
-
-
 def train(exp, images, labels, seconds: float | None):
     t0 = time.perf_counter()
-    trainer, pipe = train_and_load(exp, images, labels, seconds)
+    trainer, pipe, _ = train_and_load(exp, images, labels, seconds)
     return trainer, pipe, time.perf_counter() - t0
 
 

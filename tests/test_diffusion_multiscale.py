@@ -110,6 +110,51 @@ def test_mdm_progressive_training_and_joint_sampling(one_thread):
         assert all(torch.isfinite(o).all() for o in outs)
 
 
+def test_mdm_growth_leaves_trained_inner_levels_unchanged(one_thread):
+    """Progressive training: after training the inner levels, growing one more level (its
+    zero-initialised adapters untouched while it was inactive, AdamW with weight decay) gives
+    exactly the inner levels' previous outputs, and the new level predicts 0; two steps later
+    the adapters have learned, so the levels are joined."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    m = small_mdm(loss_weights=[16.0, 4.0, 1.0])
+    data = torch.linspace(-1, 1, 16).expand(3, 16, 16)[None].repeat(8, 1, 1, 1)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.1)
+    xs = [torch.randn(2, 3, r, r, generator=g) for r in (16, 8, 4)]
+    t, y = torch.tensor([0.3, 0.8]), torch.tensor([0, 1])
+
+    def train(levels, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            m.loss(data, levels=levels, generator=g)[0].backward()
+            opt.step()
+
+    for levels in (1, 2):
+        train(levels, 5)
+        with torch.no_grad():
+            before = m.net(xs[3 - levels:], t, y=y, levels=levels)
+            after = m.net(xs[2 - levels:], t, y=y, levels=levels + 1)
+        assert before[0].abs().max() > 0  # the inner levels did learn something
+        assert all(torch.equal(a, b) for a, b in zip(after[1:], before, strict=True))
+        assert torch.equal(after[0], torch.zeros_like(after[0]))
+    shell = m.net.levels[0]
+    assert shell.in_adapter.conv.weight.abs().max() == 0
+    train(3, 2)  # step 1 moves the zero output conv, then the adapters
+    assert shell.in_adapter.conv.weight.abs().max() > 0
+    assert shell.out_adapter.conv.weight.abs().max() > 0
+
+
+def test_mdm_shift_power():
+    """snr_l = snr * (R_low / R_l)^p: p = 2 (simple diffusion, ml-mdm 1024), p = 1 (ml-mdm
+    256)."""
+    t = torch.tensor([0.2, 0.6])
+    m1, m2 = small_mdm(shift_power=1.0), small_mdm()
+    torch.testing.assert_close(m1.schedule_for(16).snr(t), m1.base.snr(t) / 4)
+    torch.testing.assert_close(m1.schedule_for(8).snr(t), m1.base.snr(t) / 2)
+    torch.testing.assert_close(m2.schedule_for(8).snr(t), m2.base.snr(t) / 4)
+    assert m1.schedule_for(4) is m1.base
+
+
 # ---------------------------------------------------------------------------- f-DM
 def _images(n=3000, res=8, seed=0):
     g = torch.Generator().manual_seed(seed)

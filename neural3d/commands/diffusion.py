@@ -11,9 +11,11 @@
 ``train`` renders the toy categories (``data.categories``, label = index) once into
 ``data.root`` if they are missing, loads every training view at ``data.res`` as a
 class-labelled image set in ``[-1, 1]`` and trains ``model.architecture`` (unet, dit, mdm, fdm,
-kaleido, dart) with the shared trainer. ``sample`` loads a checkpoint (EMA weights once warmed
-up), draws ``--n`` images per class with classifier-free guidance ``--cfg``
-(``uncond + w (cond - uncond)``; 1 = plain conditional) and writes one row per class.
+kaleido, dart, cascade, latent) with the shared trainer (``latent`` trains its autoencoder for
+``model.latent.ae_steps`` steps, then its latent diffusion model, in the same run).
+``sample`` loads a checkpoint (EMA weights once warmed up), draws ``--n`` images per class with
+classifier-free guidance ``--cfg`` (``uncond + w (cond - uncond)``; 1 = plain conditional) and
+writes one row per class.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("diffusion", help="2D diffusion models (U-Net, DiT, Matryoshka, "
-                              "f-DM, Kaleido, DART) on toy renders: train, sample",
+                              "f-DM, Kaleido, DART, cascade, latent) on toy renders: train, "
+                              "sample",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="diffusion_command", metavar="ACTION")
@@ -40,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--cfg", type=float, default=3.0,
                    help="classifier-free guidance weight w: uncond + w*(cond - uncond)")
     s.add_argument("--eta", type=float, default=None, help="DDIM eta (default 0)")
+    s.add_argument("--aug-level", type=float, default=None,
+                   help="cascade only: conditioning-augmentation level of the super-resolution "
+                        "stage (default model.cascade.sample_aug)")
     s.add_argument("--n", type=int, default=8, help="images per class")
     s.add_argument("--classes", default="all",
                    help="comma-separated category names or indices, or 'all'")
@@ -71,5 +77,6 @@ def run_sample(args: argparse.Namespace) -> int:
     rest += ["--sampler", args.sampler] if args.sampler is not None else []
     rest += ["--steps", str(args.steps)] if args.steps is not None else []
     rest += ["--eta", str(args.eta)] if args.eta is not None else []
+    rest += ["--aug-level", str(args.aug_level)] if args.aug_level is not None else []
     rest += ["--no-ema"] if args.no_ema else []
     return sample.run(argparse.Namespace(method="diffusion", rest=rest))

@@ -11,11 +11,16 @@ any callable ``model(x_t, t, **cond)`` with ``t`` a float tensor ``[B]`` in ``[0
 - :mod:`.guidance`: classifier-free (``uncond + w (cond - uncond)``), classifier, measurement
   guidance, thresholding.
 - :mod:`.unet`, :mod:`.dit`: denoisers; :mod:`.mdm` Matryoshka Diffusion; :mod:`.fdm` f-DM.
+- :mod:`.cascade`: cascaded diffusion (base + super-resolution model with Gaussian conditioning
+  augmentation); :mod:`.autoencoder` + :mod:`.latent`: latent diffusion (KL autoencoder, then
+  diffusion on its std-normalised latents).
 - :mod:`.kaleido`: Kaleido (k-means latent extractor, autoregressive prior p(z|c), denoiser
   conditioned on (c, z)); :mod:`.dart`: DART (non-Markovian noising, block-causal transformer,
   KV-cached sampler).
 """
 
+from neural3d.diffusion.autoencoder import KLAutoencoder, PatchDiscriminator, autoencoder_loss
+from neural3d.diffusion.cascade import CascadedDiffusion, SRConditioned
 from neural3d.diffusion.dart import DARTLevels, DARTransformer, KVCache, dart_loss, dart_sample
 from neural3d.diffusion.dit import DiT
 from neural3d.diffusion.fdm import FDM
@@ -33,6 +38,7 @@ from neural3d.diffusion.kaleido import (
     LatentConditioned,
     LatentEmbedding,
 )
+from neural3d.diffusion.latent import LatentDiffusion
 from neural3d.diffusion.mdm import MatryoshkaDiffusion, NestedUNet
 from neural3d.diffusion.parameterization import (
     DiffusionObjective,
@@ -69,5 +75,6 @@ __all__ = [
     "LinearSchedule", "NoiseSchedule", "ShiftedSchedule", "make_schedule", "UNet", "drop_labels",
     "DiT", "FDM", "MatryoshkaDiffusion", "NestedUNet", "DARTLevels", "DARTransformer", "KVCache",
     "dart_loss", "dart_sample", "ARPrior", "Kaleido", "KMeansExtractor", "LatentConditioned",
-    "LatentEmbedding",
+    "LatentEmbedding", "CascadedDiffusion", "SRConditioned", "KLAutoencoder",
+    "PatchDiscriminator", "autoencoder_loss", "LatentDiffusion",
 ]

@@ -2,21 +2,29 @@
 
 **NestedUNet.** Resolutions ``R_0 > R_1 > ... > R_{L-1}``, each half the previous one. The
 innermost level is a full :class:`~neural3d.diffusion.unet.UNet` at ``R_{L-1}``; every outer level
-``l`` is a shallow U-Net shell at ``R_l`` (input conv, ResNet encoder blocks, downsample) whose
-bottleneck *is* level ``l + 1``: the outer encoder's downsampled features are added to the inner
-level's input features, and the inner level's last feature map is upsampled, concatenated with the
-outer skip and decoded at ``R_l``. Every level reads its own noisy input and predicts its own
-output, so one forward pass denoises all resolutions jointly:
+``l`` is a shallow U-Net shell at ``R_l`` (input conv, ResNet encoder blocks, ResNet decoder blocks
+with skips) whose bottleneck *is* level ``l + 1``. Levels are joined as in ml-mdm's
+``NestedUNet`` (``in_adapter`` / ``out_adapter``) through two **zero-initialised** adapters: the
+``in_adapter`` (a stride-2 conv) maps the outer encoder's features onto the inner level's stem,
+where they are added after its input conv; the ``out_adapter`` (nearest 2x upsampling + conv)
+maps the inner level's last feature map back and adds it to the outer encoder's output before the
+outer decoder. Every level reads its own noisy input and predicts its own output, so one forward
+pass denoises all resolutions jointly:
 ``NestedUNet(xs=[x_R0, x_R1, ...], t, y) -> [pred_R0, pred_R1, ...]``.
 ``levels=n`` runs only the ``n`` innermost levels (progressive training: low resolution first,
-then grow outwards; the inner weights carry over).
+then grow outwards; the inner weights carry over). Because both adapters start at zero and an
+outer level gets no gradient while it is inactive, growing a level leaves the trained inner
+levels' outputs exactly unchanged (tested), and the new level starts by predicting 0.
 
 **Process** (:class:`MatryoshkaDiffusion`). The clean target at ``R_l`` is the average-pooled
 image; every resolution is noised independently with the *same* ``t`` but its own shifted
-schedule ``snr_l(t) = snr(t) * (R_base / R_l)^2`` (:class:`ShiftedSchedule` with
-``scale = R_l / R_base``, ``R_base`` the lowest resolution by default). The loss is
-``sum_l w_l * loss_l`` with per-resolution weights. Sampling packs all resolutions into one flat
-tensor with a per-element schedule (:class:`PackedSchedule`) so that every sampler of
+schedule ``snr_l(t) = snr(t) * (R_base / R_l)^p`` (:class:`ShiftedSchedule` with
+``scale = (R_l / R_base)^(p / 2)``, ``R_base`` the lowest resolution by default). The shift
+power ``p`` is ml-mdm's ``schedule_shifted_power``: 2 (the default here) in its 1024 config and
+simple diffusion's rule, 1 in its 256 config. The loss is ``sum_l w_l * loss_l`` with
+per-resolution weights (ml-mdm's ``multi_res_weights``, e.g. 16:4:1 high to low in its
+three-level 1024 config; 1:1 in its two-level 256 config). Sampling packs all resolutions into
+one flat tensor with a per-element schedule (:class:`PackedSchedule`) so that every sampler of
 :mod:`neural3d.diffusion.samplers` (DDPM, DDIM, DPM-Solver++) and CFG run unchanged.
 """
 
@@ -59,7 +67,8 @@ class _Inner(nn.Module):
 
 
 class _Shell(nn.Module):
-    """One outer level at twice the resolution of ``inner``."""
+    """One outer level at twice the resolution of ``inner``, joined to it by zero-initialised
+    adapters (see the module docstring)."""
 
     def __init__(self, in_channels: int, channels: int, emb_dim: int, num_blocks: int,
                  inner: nn.Module, attention: bool = False, dropout: float = 0.0):
@@ -67,17 +76,20 @@ class _Shell(nn.Module):
         self.inner = inner
         self.stem_channels = channels
         self.in_conv = nn.Conv2d(in_channels, channels, 3, padding=1)
-        enc = [ResBlock(channels, channels, emb_dim, dropout) for _ in range(num_blocks)]
-        if attention:
-            enc.append(AttnBlock(channels))
-        self.enc = TimestepBlockSeq(enc)
-        self.down = Downsample(channels, inner.stem_channels)
-        self.up = Upsample(inner.feature_channels, channels)
-        dec = [ResBlock(2 * channels, channels, emb_dim, dropout)]
-        dec += [ResBlock(channels, channels, emb_dim, dropout) for _ in range(num_blocks - 1)]
-        if attention:
-            dec.append(AttnBlock(channels))
-        self.dec = TimestepBlockSeq(dec)
+        self.enc = nn.ModuleList()
+        for i in range(num_blocks):
+            blocks = [ResBlock(channels, channels, emb_dim, dropout)]
+            if attention and i == num_blocks - 1:
+                blocks.append(AttnBlock(channels))
+            self.enc.append(TimestepBlockSeq(blocks))
+        self.in_adapter = zero_module(Downsample(channels, inner.stem_channels))
+        self.out_adapter = zero_module(Upsample(inner.feature_channels, channels))
+        self.dec = nn.ModuleList()
+        for i in range(num_blocks + 1):  # one per skip: the stem and every encoder block
+            blocks = [ResBlock(2 * channels, channels, emb_dim, dropout)]
+            if attention and i == num_blocks:
+                blocks.append(AttnBlock(channels))
+            self.dec.append(TimestepBlockSeq(blocks))
         self.feature_channels = channels
         self.out = nn.Sequential(norm(channels), nn.SiLU(),
                                  zero_module(nn.Conv2d(channels, in_channels, 3, padding=1)))
@@ -86,9 +98,14 @@ class _Shell(nn.Module):
         h = self.in_conv(xs[0])
         if feat is not None:
             h = h + feat
-        h = self.enc(h, emb)
-        outs, f = self.inner(xs[1:], emb, feat=self.down(h))
-        h = self.dec(torch.cat([self.up(f), h], 1), emb)
+        skips = [h]
+        for block in self.enc:
+            h = block(h, emb)
+            skips.append(h)
+        outs, f = self.inner(xs[1:], emb, feat=self.in_adapter(h))
+        h = h + self.out_adapter(f)
+        for block in self.dec:
+            h = block(torch.cat([h, skips.pop()], 1), emb)
         return [self.out(h)] + outs, h
 
 
@@ -186,14 +203,19 @@ def pyramid(x0: torch.Tensor, resolutions: Sequence[int]) -> list[torch.Tensor]:
 
 
 class MatryoshkaDiffusion(nn.Module):
-    """NestedUNet + per-resolution shifted schedules + multi-resolution loss + joint sampling."""
+    """NestedUNet + per-resolution shifted schedules + multi-resolution loss + joint sampling.
+
+    ``shift_power`` is ``p`` of ``snr_l = snr * (R_base / R_l)^p``; ``loss_weights`` one weight
+    per resolution, high to low (default all 1)."""
 
     def __init__(self, net: NestedUNet, schedule: NoiseSchedule, parameterization: str = "v",
                  base_resolution: int | None = None, loss_weights: Sequence[float] | None = None,
-                 weighting: str = "native", min_snr_gamma: float = 5.0):
+                 weighting: str = "native", min_snr_gamma: float = 5.0,
+                 shift_power: float = 2.0):
         super().__init__()
         self.net, self.base = net, schedule
         self.kind, self.weighting, self.gamma = parameterization, weighting, min_snr_gamma
+        self.shift_power = float(shift_power)
         self.base_resolution = base_resolution or net.resolutions[-1]
         self.loss_weights = list(loss_weights or [1.0] * net.num_levels)
         if len(self.loss_weights) != net.num_levels:
@@ -204,7 +226,7 @@ class MatryoshkaDiffusion(nn.Module):
         return self.net.resolutions
 
     def schedule_for(self, res: int) -> NoiseSchedule:
-        scale = res / self.base_resolution
+        scale = (res / self.base_resolution) ** (self.shift_power / 2)
         return self.base if scale == 1 else ShiftedSchedule(self.base, scale)
 
     def loss(self, x0: torch.Tensor, y: torch.Tensor | None = None, levels: int | None = None,

@@ -50,6 +50,55 @@ class DartConfig:
 
 
 @dataclass
+class CascadeConfig:
+    """Cascaded diffusion (Ho et al. 2021): a base model at ``base_res`` (the U-Net keys of
+    ``model``) and a super-resolution model at ``data.res`` (the ``sr_*`` U-Net keys)
+    conditioned on the upsampled low-resolution image, noised with Gaussian conditioning
+    augmentation at level ``s`` (a time of the diffusion schedule; the SR model gets ``s`` as
+    an input). CDM/Imagen draw ``s`` uniformly at training and pick the sampling level by a
+    sweep; ``aug_max`` and ``sample_aug`` are our toy choices, not a paper's numbers."""
+    limits: ClassVar[dict[str, Range]] = {
+        "base_res": at_least(4), "sr_channels": at_least(1), "sr_channel_mult": at_least(1),
+        "sr_num_res_blocks": at_least(1), "sr_attention_resolutions": at_least(1),
+        "sr_shift": positive(), "aug_max": between(0, 1), "sample_aug": between(0, 1),
+        "base_fraction": between(0, 1, lo_open=True, hi_open=True)}
+    base_res: int = 32
+    sr_channels: int = 32
+    sr_channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
+    sr_num_res_blocks: int = 1
+    sr_attention_resolutions: list[int] = field(default_factory=lambda: [8])
+    sr_shift: float = 1.0               # resolution shift of the SR model's schedule
+    aug_max: float = 0.5                # training: s ~ U[0, aug_max]
+    sample_aug: float = 0.1             # sampling: the level the base sample is noised to
+    base_fraction: float = 0.5          # share of the sampling steps spent on the base model
+
+
+@dataclass
+class LatentConfig:
+    """Latent diffusion (Rombach et al. 2022): a KL-regularised autoencoder (downsampling
+    ``factor``, ``latent_channels``; L1 reconstruction + ``kl_weight`` KL, optionally a patch
+    discriminator) trained for the first ``ae_steps`` steps, then the diffusion U-Net of
+    ``model`` on its latents divided by their std, measured once on the training set at the
+    stage switch and stored in the checkpoint. Defaults follow LDM's KL-f4 autoencoder
+    (f = 4, 3 latent channels, KL weight 1e-6); LDM adds LPIPS to L1, which we leave out (its
+    weights are not available offline)."""
+    limits: ClassVar[dict[str, Range]] = {
+        "factor": at_least(1), "latent_channels": at_least(1), "ae_channels": at_least(1),
+        "ae_blocks": at_least(1), "ae_steps": at_least(0), "kl_weight": at_least(0),
+        "disc_weight": at_least(0), "disc_start": at_least(0), "disc_channels": at_least(1)}
+    factor: int = 4
+    latent_channels: int = 3
+    ae_channels: int = 32
+    ae_blocks: int = 1                  # ResNet blocks per autoencoder resolution
+    ae_steps: int = 1000                # stage 1 steps (autoencoder); then stage 2 (diffusion)
+    kl_weight: float = 1e-6
+    discriminator: bool = False         # PatchGAN hinge loss (off by default)
+    disc_weight: float = 0.5
+    disc_start: int = 0                 # stage-1 step at which the discriminator turns on
+    disc_channels: int = 32
+
+
+@dataclass
 class ModelConfig:
     limits: ClassVar[dict[str, Range]] = {
         "channels": at_least(1), "channel_mult": at_least(1), "num_res_blocks": at_least(1),
@@ -57,9 +106,10 @@ class ModelConfig:
         "patch": at_least(1), "dim": at_least(1), "depth": at_least(1), "heads": at_least(1),
         "mdm_resolutions": at_least(1), "shell_channels": at_least(1),
         "shell_blocks": at_least(1), "mdm_loss_weights": at_least(0), "grow_at": at_least(0),
-        "fdm_stages": at_least(1)}
-    architecture: str = "unet"          # unet | dit | mdm | fdm | kaleido | dart
-    # U-Net (also the inner U-Net of mdm and the f-DM denoiser)
+        "fdm_stages": at_least(1), "mdm_shift_power": at_least(0)}
+    architecture: str = "unet"          # unet | dit | mdm | fdm | kaleido | dart | cascade | latent
+    # U-Net (also the inner U-Net of mdm, the f-DM denoiser, the cascade's base model and the
+    # latent model's denoiser)
     channels: int = 64
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
     num_res_blocks: int = 2
@@ -74,13 +124,22 @@ class ModelConfig:
     mdm_resolutions: list[int] = field(default_factory=lambda: [64, 32])
     shell_channels: list[int] = field(default_factory=lambda: [32])
     shell_blocks: int = 1
+    # per-resolution loss weights, high to low; 1:1 as ml-mdm's two-level 256 config (its
+    # three-level 1024 config uses 16:4:1)
     mdm_loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    grow_at: list[int] = field(default_factory=list)   # progressive training steps
+    # p of snr_l = snr * (R_low / R_l)^p: 2 as ml-mdm's 1024 config (schedule_shifted_power)
+    # and simple diffusion; ml-mdm's 256 config uses 1
+    mdm_shift_power: float = 2.0
+    # progressive training: the lowest level alone until grow_at[0], then one more level per
+    # entry; [] trains all levels jointly from the start
+    grow_at: list[int] = field(default_factory=list)
     # f-DM
     fdm_stages: int = 3
     fdm_transform: str = "downsample"   # downsample | blur
     kaleido: KaleidoConfig = field(default_factory=KaleidoConfig)   # U-Net + latent z
     dart: DartConfig = field(default_factory=DartConfig)
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
 
 
 @dataclass

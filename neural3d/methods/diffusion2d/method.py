@@ -19,8 +19,8 @@ class Diffusion2D(Method):
     classifier-free guidance."""
 
     name = "diffusion"
-    summary = ("2D diffusion (U-Net, DiT, Matryoshka, f-DM, Kaleido, DART) on class-labelled "
-               "toy renders")
+    summary = ("2D diffusion (U-Net, DiT, Matryoshka, f-DM, Kaleido, DART, cascade, latent) on "
+               "class-labelled toy renders")
     Config = DiffusionExperiment
 
     def __init__(self, cfg: DiffusionExperiment, device="cpu",
@@ -38,7 +38,15 @@ class Diffusion2D(Method):
         o = self.cfg.optim
         opt = torch.optim.AdamW(pipe.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         warm = max(1, o.warmup)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        # latent diffusion warms up again when its diffusion stage starts
+        restart = self.cfg.model.latent.ae_steps if pipe.architecture == "latent" else None
+
+        def lr_factor(s: int) -> float:
+            if restart is not None and s >= restart:
+                s -= restart
+            return min(1.0, (s + 1) / warm)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
         return Built({"model": pipe}, {"main": opt}, sched)
 
     def setup(self, trainer) -> None:
@@ -53,6 +61,7 @@ class Diffusion2D(Method):
         self._g = trainer.generator("data")
 
     def step(self, trainer, step: int) -> dict[str, Any]:
+        self.pipeline.before_step(step, self.images)
         idx = torch.randint(len(self.images), (self.cfg.optim.batch,),
                             generator=self._g).to(self.device)
         loss, parts = trainer.model(self.images[idx], self.labels[idx], generator=self._g,
@@ -92,6 +101,9 @@ class Diffusion2D(Method):
                                 help="classifier-free guidance weight w: uncond + w*(cond - "
                                      "uncond)")
             parser.add_argument("--eta", type=float, default=None, help="DDIM eta (default 0)")
+            parser.add_argument("--aug-level", type=float, default=None,
+                                help="cascade only: conditioning-augmentation level of the "
+                                     "super-resolution stage (default model.cascade.sample_aug)")
             parser.add_argument("--classes", default="all",
                                 help="comma-separated category names or indices, or 'all'")
             parser.add_argument("--filename", default="grid.png",
@@ -114,13 +126,15 @@ class Diffusion2D(Method):
 
     def sample(self, num: int, seed: int = 0, classes: str = "all", sampler: str | None = None,
                steps: int | None = None, cfg: float = 3.0, eta: float | None = None,
-               progress: bool = False) -> torch.Tensor:
+               progress: bool = False, aug_level: float | None = None) -> torch.Tensor:
         """``num`` images per class, ``[n_classes * num, 3, res, res]`` in [-1, 1], rows of
         ``num`` per class. ``sampler``/``steps``: see :meth:`DiffusionPipeline.generate`."""
         labels = self.class_indices(classes)
         y = torch.tensor([c for c in labels for _ in range(num)], dtype=torch.long)
         g = torch.Generator().manual_seed(seed)
         extra = {"eta": eta} if eta is not None else {}
+        if aug_level is not None:
+            extra["aug_level"] = aug_level
         return self.pipeline.generate(len(y), y=y, sampler=sampler, steps=steps,
                                       cfg_scale=cfg, generator=g, progress=progress, **extra)
 
