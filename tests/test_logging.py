@@ -182,8 +182,9 @@ def test_vis_option_of_the_commands(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse("ssdnerf", ["--vis", "visdom"])
     assert "invalid choice: 'visdom'" in capsys.readouterr().err
-    tiny = {"data.root": tmp_path / "data", "data.toy": "true", "data.toy_objects": 2, "data.toy_views": 2,
-            "data.toy_test_objects": 1, "data.toy_test_views": 2, "data.toy_res": 16,
+    tiny = {"data.root": tmp_path / "data", "data.toy": "true", "data.toy_objects": 2,
+            "data.toy_views": 2, "data.toy_test_objects": 1, "data.toy_test_views": 2,
+            "data.toy_res": 16,
             "mapping.z_dim": 8, "mapping.w_dim": 8, "mapping.layers": 1,
             "generator.output_res": 16, "generator.render_res": 8, "generator.n_samples": 4,
             "generator.n_importance": 0, "generator.nerf_hidden": 8,
