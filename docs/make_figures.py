@@ -189,7 +189,7 @@ def fig_ssdnerf(args, log) -> dict:
     rows = torch.stack([method.render(lat[i:i + 1], cams) for i in range(len(lat))])
     # two samples per row: [3, 8, H, W, 3]
     save_png(args.out / "ssdnerf_samples.png",
-             image_grid(rows.reshape(3, 8, *rows.shape[2:]), pad=2))
+             image_grid(rows.reshape(3, 8, *rows.shape[2:]), pad=2), scale=2)
     info["caption"] = (f"SSDNeRF on the toy cars after {info['steps']} steps: 6 sampled "
                        f"triplanes (DDIM-{method.cfg.diffusion.sample_steps}), 4 orbit views "
                        "each at 64 px (trained at 32 px)")
