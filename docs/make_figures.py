@@ -21,7 +21,7 @@ Figures (``--only`` takes a comma-separated subset):
   --json`` run here at ``--bench-rays`` (or the JSON files of ``--bench-json``).
 
 Each model trains with one thread by default (``--threads``); the default step counts keep each
-at about 4 minutes of CPU on one core. Models and toy data go under ``--work``. PNGs are small
+under about 4 minutes of CPU on one core (fit and diffusion: about 2 measured). Models and toy data go under ``--work``. PNGs are small
 (nearest-neighbour upscaled tiles, a few hundred KB at most).
 """
 
