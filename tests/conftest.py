@@ -1,7 +1,13 @@
 """Shared test fixtures."""
 
+import os
+
 import pytest
 import torch
+
+# the suite never downloads (LPIPS backbones): tests that check the download decision
+# unset this themselves
+os.environ.setdefault("NEURAL3D_OFFLINE", "1")
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Metrics: PSNR, SSIM vs scikit-image, LPIPS wiring (random backbone), FID/KID."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,6 +62,99 @@ def test_lpips_missing_weights_gives_reason(tmp_path, monkeypatch):
     out = evaluate_views(torch.rand(1, 16, 16, 3), torch.rand(1, 16, 16, 3))
     assert out["lpips"] is None and "offline" in out["lpips_reason"]
     assert math.isfinite(out["psnr"]) and math.isfinite(out["ssim"])
+
+
+class _FakeLPIPS(torch.nn.Module):
+    pass
+
+
+def _lpips_world(monkeypatch, tmp_path, fetch_ok: bool):
+    """No network and no 500 MB files: ``build_lpips`` finds "weights" once the fake fetch put
+    them in the (temporary) hub cache; returns the list of nets fetched."""
+    import neural3d.metrics.lpips as lp
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    fetched = []
+
+    def build(net="vgg", backbone_weights=None, random_backbone=False):
+        path = Path(backbone_weights) if backbone_weights else lp.backbone_path(net)
+        if not path.is_file():
+            raise FileNotFoundError(f"LPIPS-{net}: {path.name} not found at {path}")
+        return _FakeLPIPS()
+
+    def fetch(net, timeout=20.0):
+        fetched.append(net)
+        if not fetch_ok:
+            raise OSError("URLError: <urlopen error [Errno -3] name resolution failed>")
+        lp.backbone_path(net).parent.mkdir(parents=True, exist_ok=True)
+        lp.backbone_path(net).write_bytes(b"weights")
+        return lp.backbone_path(net)
+
+    monkeypatch.setattr(lp, "build_lpips", build)
+    monkeypatch.setattr(lp, "fetch_backbone", fetch)
+    return fetched
+
+
+def test_lpips_fetches_missing_weights_when_online(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEURAL3D_OFFLINE", raising=False)
+    fetched = _lpips_world(monkeypatch, tmp_path, fetch_ok=True)
+    model, reason = get_lpips("alex")
+    assert isinstance(model, _FakeLPIPS) and reason is None and fetched == ["alex"]
+    model, reason = get_lpips("alex")  # cached now: no second download
+    assert isinstance(model, _FakeLPIPS) and fetched == ["alex"]
+
+
+def test_lpips_failed_download_is_null_with_reason(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEURAL3D_OFFLINE", raising=False)
+    fetched = _lpips_world(monkeypatch, tmp_path, fetch_ok=False)
+    model, reason = get_lpips("vgg")
+    assert model is None and fetched == ["vgg"]
+    assert "vgg16-397923af.pth" in reason and "download failed (offline?)" in reason
+    out = evaluate_views(torch.rand(1, 16, 16, 3), torch.rand(1, 16, 16, 3))
+    assert out["lpips"] is None and "download failed" in out["lpips_reason"]
+
+
+@pytest.mark.parametrize("value", ["1", "true"])
+def test_lpips_offline_opt_out_never_fetches(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("NEURAL3D_OFFLINE", value)
+    fetched = _lpips_world(monkeypatch, tmp_path, fetch_ok=True)
+    model, reason = get_lpips("vgg")
+    assert model is None and fetched == [] and "offline (NEURAL3D_OFFLINE=1)" in reason
+
+
+def test_lpips_given_weights_path_is_never_downloaded(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEURAL3D_OFFLINE", raising=False)
+    fetched = _lpips_world(monkeypatch, tmp_path, fetch_ok=True)
+    model, reason = get_lpips("vgg", tmp_path / "mine.pth")
+    assert model is None and fetched == [] and "mine.pth" in reason
+    monkeypatch.setenv("NEURAL3D_LPIPS_ALEX_WEIGHTS", str(tmp_path / "env.pth"))
+    model, reason = get_lpips("alex")
+    assert model is None and fetched == [] and "env.pth" in reason
+
+
+def test_fetch_backbone_fails_fast_as_oserror(tmp_path, monkeypatch):
+    """torchvision's download failing (no network) is an OSError naming the cause; the socket
+    timeout is restored."""
+    import socket
+    import urllib.error
+
+    torchvision = pytest.importorskip("torchvision")
+    from neural3d.metrics.lpips import fetch_backbone
+
+    seen = []
+
+    def fail(self, *a, **kw):
+        seen.append((self.url, socket.getdefaulttimeout(), kw))
+        raise urllib.error.URLError("name resolution failed")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torchvision.models.AlexNet_Weights, "get_state_dict", fail)
+    before = socket.getdefaulttimeout()
+    with pytest.raises(OSError, match="URLError.*name resolution failed"):
+        fetch_backbone("alex", timeout=3.0)
+    assert seen == [("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", 3.0,
+                     {"progress": False, "check_hash": True})]
+    assert socket.getdefaulttimeout() == before
 
 
 def test_frechet_distance_gaussians():

@@ -22,6 +22,13 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
                              "busy; 1 is fastest on a shared machine)")
 
 
+def add_vis_arg(parser: argparse.ArgumentParser) -> None:
+    """``--vis tensorboard|wandb|none``: where training logs go (config key ``vis``)."""
+    parser.add_argument("--vis", default=None, choices=["tensorboard", "wandb", "none"],
+                        help="training logs: tensorboard (OUT/tb, the default), wandb (pip "
+                             "install 'neural3d[wandb]'; WANDB_MODE=offline honoured) or none")
+
+
 def check_options(args: argparse.Namespace, **limits) -> None:
     """Range-check integer/float options (``frames=at_least(1)``, see
     :class:`neural3d.config.Range`): a bad value is a one-line

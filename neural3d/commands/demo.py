@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from neural3d.commands._common import add_runtime_args, check_options, setup_runtime
+from neural3d.commands._common import add_runtime_args, add_vis_arg, check_options, setup_runtime
 
 DEFAULT_OUT = "runs/demo"
 
@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="anti-aliasing of the toy renders: s x s rays per pixel, averaged "
                         "(default 4, as real renders are; 1 = aliased point samples)")
     add_runtime_args(p)
+    add_vis_arg(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     # the default folder is the demo's own: running `make demo` again replaces it
     cfg = FitConfig(data=str(data_dir / "cars_train" / "car_train_00000"), out_dir=str(out),
                     steps=800 if args.steps is None else args.steps, progress=not args.quiet,
-                    overwrite=args.overwrite or args.out is None)
+                    overwrite=args.overwrite or args.out is None, vis=args.vis or "tensorboard")
     method = Fit(cfg, device)
     prepare_run(method, method.train_config())  # refuse a folder of another run before writing
     print(f"demo: writing one procedural toy car, 50 views at {args.res}x{args.res} "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from neural3d.commands._common import add_runtime_args, check_options, setup_runtime
+from neural3d.commands._common import add_runtime_args, add_vis_arg, check_options, setup_runtime
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="stop training after this many seconds (at a step boundary; counted "
                         "after the kernel build and the setup)")
     add_runtime_args(p)
+    add_vis_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. rays=2048 plane_lr=0.05 field.resolution=96")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
              "res": args.res, "out_dir": args.out,
              "resume": "auto" if args.resume else None,
              "overwrite": True if args.overwrite else None,
-             "progress": False if args.quiet else None}
+             "progress": False if args.quiet else None, "vis": args.vis}
     overrides = ([f"field.kind={args.field}"] if args.field else []) + list(args.overrides)
     overrides += [f"{k}={v}" for k, v in flags.items() if v is not None]
     check_options(args, time_budget=positive())

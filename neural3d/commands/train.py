@@ -2,17 +2,21 @@
 
 Dotted overrides follow the method's config tree (``neural3d train METHOD --help`` lists every
 key with its default), e.g. ``train.steps=200 optim.mode=two_stage``. Options may stand before
-or after the overrides. Multi-process training: ``torchrun --nproc_per_node N -m neural3d.cli
-train ...`` (gloo on CPUs, NCCL on GPUs).
+or after the overrides. ``--vis tensorboard|wandb|none`` chooses where the training logs go
+(= ``train.vis``); the run folder and how to view the logs are printed at the start.
+Multi-process training: ``torchrun --nproc_per_node N -m neural3d.cli train ...`` (gloo on
+CPUs, NCCL on GPUs).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from neural3d.commands._common import (
     add_method_command,
     add_runtime_args,
+    add_vis_arg,
     config_epilog,
     method_parser,
     setup_runtime,
@@ -35,6 +39,7 @@ def parse(method: str, rest: list[str]):
     p.add_argument("--config", default=None, help="YAML config file, or a packaged config by name "
                    "(e.g. ssdnerf_toycars: see configs/)")
     add_runtime_args(p)
+    add_vis_arg(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     cls.add_arguments("train", p)
     return cls, p.parse_intermixed_args(rest)
@@ -45,10 +50,14 @@ def run(args: argparse.Namespace) -> int:
     from neural3d.methods.training import train_method
 
     cls, opts = parse(args.method, args.rest)
-    cfg = load_config(cls.Config, opts.config, opts.overrides)
+    overrides = list(opts.overrides)
+    if opts.vis is not None:  # train.vis, or vis for a flat config (fit)
+        flat = "train" not in {f.name for f in dataclasses.fields(cls.Config)}
+        overrides.append(f"{'' if flat else 'train.'}vis={opts.vis}")
+    cfg = load_config(cls.Config, opts.config, overrides)
     device = setup_runtime(opts)
     extra = {k: v for k, v in vars(opts).items()
-             if k not in ("config", "device", "threads", "overrides")}
+             if k not in ("config", "device", "threads", "overrides", "vis")}
     trainer, summary = train_method(cls(cfg, device, **extra))
     if trainer.rank == 0:
         print(f"checkpoint: {trainer.ckpt_path}")

@@ -18,13 +18,15 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.detach().cpu().float().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def write_image_rows(path: str | Path, rows: Sequence[torch.Tensor], pad: int = 0,
-                     pad_value: float = 1.0) -> Path:
-    """Rows of images ``[k_i, H, W, 3]`` in [0, 1] -> one PNG, row ``i`` left to right. Rows
-    shorter than the longest are filled with ``pad_value``; ``pad > 0`` puts a border of that
-    many pixels (of ``pad_value``) around every tile. Creates the folder; returns the path."""
-    import imageio.v3 as iio
-
+def tile_rows(rows: Sequence[torch.Tensor], pad: int = 0, pad_value: float = 1.0) -> torch.Tensor:
+    """Rows of images ``[k_i, H, W, C]`` (floats in [0, 1]; C = 1 is grey, channels past 3 are
+    dropped) -> one image
+    ``[R*(H+pad)+pad, K*(W+pad)+pad, 3]`` on the CPU, row ``i`` left to right (``K`` the longest
+    row; shorter rows are filled with ``pad_value``); ``pad`` pixels of ``pad_value`` around
+    every tile. A ``[R, K, H, W, C]`` tensor is ``R`` rows."""
+    if not len(rows) or any(r.dim() != 4 or r.shape[-1] == 2 for r in rows):
+        raise ValueError("tile_rows takes rows of [k, H, W, 1 or >= 3] images, got "
+                         f"{[list(r.shape) for r in rows]}")
     k = max(r.shape[0] for r in rows)
     h, w = rows[0].shape[1:3]
     canvas = torch.full((len(rows) * (h + pad) + pad, k * (w + pad) + pad, 3), float(pad_value))
@@ -32,9 +34,17 @@ def write_image_rows(path: str | Path, rows: Sequence[torch.Tensor], pad: int = 
         for j, img in enumerate(row):
             y, x = pad + i * (h + pad), pad + j * (w + pad)
             canvas[y:y + h, x:x + w] = img.detach().cpu().float()[..., :3]
+    return canvas
+
+
+def write_image_rows(path: str | Path, rows: Sequence[torch.Tensor], pad: int = 0,
+                     pad_value: float = 1.0) -> Path:
+    """:func:`tile_rows` written as one PNG (creates the folder; returns the path)."""
+    import imageio.v3 as iio
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, to_uint8(canvas))
+    iio.imwrite(path, to_uint8(tile_rows(rows, pad, pad_value)))
     return path
 
 

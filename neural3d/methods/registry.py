@@ -126,8 +126,12 @@ class Method:
         return False
 
     def evaluate(self, trainer, step: int) -> Mapping[str, Any]:
-        """Scalars and images ``[H, W, 3]`` logged every ``train.eval_every`` steps and at the
-        end (default: nothing)."""
+        """Scalars and images ``[H, W, 3]`` logged (under ``eval/``) every
+        ``train.eval_every`` steps and at the end (default: nothing). Built-in methods return a
+        sample grid (generative methods) or a held-out render and held-out PSNR (``fit``).
+        Runs with the global RNG forked (training continues as without it); work whose only
+        use is the logs can be skipped when ``trainer.logger`` is None. Sample with
+        :func:`neural3d.methods.training.eval_module`."""
         return {}
 
     def finish(self, trainer) -> dict[str, Any]:

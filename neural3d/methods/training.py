@@ -19,25 +19,28 @@ be rebuilt by :func:`neural3d.methods.load`), resumes and runs ``method.step`` u
 A resumed run must have the saved run's config: the checkpoint record's config is compared
 with the new one and any difference is refused, naming the keys, except the keys in
 :data:`RESUMABLE_KEYS` (run length, logging and output: any section's ``steps``,
-``log_every``, ``eval_every``, ``ckpt_every``, ``progress``, ``tensorboard``, ``resume``,
+``log_every``, ``eval_every``, ``ckpt_every``, ``progress``, ``vis``, ``tensorboard``, ``resume``,
 ``overwrite``, ``out_dir``, and fit's ``eval_views_max``, ``turntable_frames``, ``chunk``).
 Temporary files of an interrupted checkpoint save (``.last.pt.*.tmp``) are removed at the start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from neural3d.methods.registry import Method
+from neural3d.methods.registry import Method, use_ema
 
 #: config keys (by their last dotted component) that may differ between a run and its
 #: resumption: run length, logging and outputs; every other difference is refused
 RESUMABLE_KEYS = frozenset({
-    "steps", "log_every", "eval_every", "ckpt_every", "progress", "tensorboard", "resume",
+    "steps", "log_every", "eval_every", "ckpt_every", "progress", "vis", "tensorboard", "resume",
     "overwrite", "out_dir", "eval_views_max", "turntable_frames", "chunk"})
 
 
@@ -72,12 +75,16 @@ def prepare_run(method: Method, tcfg, rank: int = 0, log=print):
     """Check the run folder before anything is written (see the module docstring); returns
     ``(checkpoint dict, its path)`` to resume from, or ``(None, None)`` for a fresh run.
     Validates the config first (:func:`neural3d.config.validate`). Refusals are
-    :class:`~neural3d.config.ConfigError` s naming the folder and the keys."""
+    :class:`~neural3d.config.ConfigError` s naming the folder and the keys; so is a logging
+    backend whose package is missing (``vis=wandb`` without wandb)."""
     from neural3d.config import ConfigError, to_dict, validate
     from neural3d.train.checkpoint import load_checkpoint, remove_stale_temp_files
+    from neural3d.train.loggers import require_backend
 
     validate(method.cfg)
     validate(tcfg, "train")
+    if rank == 0:
+        require_backend(tcfg.log_backend())
 
     out = Path(tcfg.out_dir)
     last = out / "checkpoints" / "last.pt"
@@ -118,6 +125,24 @@ def prepare_run(method: Method, tcfg, rank: int = 0, log=print):
                           f"with the saved config ({out / 'config.yaml'}) or start a fresh run "
                           "(--overwrite or another output folder)")
     return ckpt, path
+
+
+@contextlib.contextmanager
+def eval_module(trainer, name: str = "model") -> Iterator[nn.Module]:
+    """The module ``name`` to sample or render with inside :meth:`Method.evaluate`: its EMA copy
+    once :func:`~neural3d.methods.registry.use_ema` takes it (as :func:`neural3d.load` would),
+    else the trained module, put in eval mode for the duration."""
+    ema = trainer.emas.get(name)
+    if ema is not None and use_ema("auto", trainer.step, ema.decay):
+        yield ema.module
+        return
+    module = trainer.raw[name]
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)
 
 
 class TrainingClock:
@@ -176,6 +201,10 @@ def _train(method: Method, steps: int | None, time_budget: float | None, log):
                       manual=built.manual)
     for name, (get, set_) in built.state.items():
         trainer.register_state(name, get, set_)
+    if rank == 0:
+        log(f"run folder: {out}")
+        if trainer.logger is not None:
+            log(f"logs: {trainer.logger.how_to_view()}")
     method.setup(trainer)
     if ckpt is not None:
         trainer.resume_from(ckpt, ckpt_path)
@@ -185,9 +214,12 @@ def _train(method: Method, steps: int | None, time_budget: float | None, log):
     clock = method.clock = TrainingClock()
 
     def evaluate(s: int):
+        # evaluation leaves the global RNG as it was: a run logs what it likes, same losses
         t0 = time.time()
+        devices = [method.device] if method.device.type == "cuda" else []
         try:
-            return method.evaluate(trainer, s)
+            with torch.random.fork_rng(devices=devices):
+                return method.evaluate(trainer, s)
         finally:
             clock.evaluating += time.time() - t0
 

@@ -1,11 +1,15 @@
 """LPIPS through the ``lpips`` package, only with the real backbone weights.
 
-The ``lpips`` wheel ships its linear heads, but the AlexNet/VGG16 backbones come from torchvision,
-which downloads them on first use (impossible offline, and the attempt can hang). So we never let
-lpips/torchvision download: we build ``lpips.LPIPS(..., pnet_rand=True)`` (random backbone, no
-download) and load the backbone weights ourselves from the torch hub cache
-(``$TORCH_HOME/hub/checkpoints/``: ``alexnet-owt-7be5be79.pth``, ``vgg16-397923af.pth``), or from
-a path the user gives. When they are missing :func:`get_lpips` returns ``(None, reason)`` and the
+The ``lpips`` wheel ships its linear heads; the AlexNet/VGG16 backbones are torchvision's. We
+build ``lpips.LPIPS(..., pnet_rand=True)`` (random backbone, no download inside lpips) and load
+the backbone weights ourselves from the torch hub cache (``$TORCH_HOME/hub/checkpoints/``:
+``alexnet-owt-7be5be79.pth``, ``vgg16-397923af.pth``) or from a path the user gives
+(``backbone_weights``, ``NEURAL3D_LPIPS_{ALEX,VGG}_WEIGHTS``).
+
+When the cached weights are missing, :func:`get_lpips` lets torchvision fetch them into the cache
+(:func:`fetch_backbone`: announced, with a socket timeout so that a machine without network
+fails fast instead of hanging) unless ``NEURAL3D_OFFLINE=1``; a weights path that was given is
+never replaced by a download. When no weights can be had it returns ``(None, reason)`` and the
 evaluation reports ``lpips: null`` with that reason: never a figure from a random backbone.
 SSDNeRF/pixelNeRF report LPIPS-VGG; ``alex`` is also available.
 """
@@ -13,11 +17,14 @@ SSDNeRF/pixelNeRF report LPIPS-VGG; ``alex`` is also available.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
 
 BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+#: approximate download sizes (announced before a fetch)
+BACKBONE_MB = {"alex": 233, "vgg": 528}
 
 
 def backbone_path(net: str) -> Path:
@@ -36,7 +43,7 @@ def build_lpips(net: str = "vgg", backbone_weights: str | Path | None = None,
     if not random_backbone and not path.is_file():  # checked before building anything
         raise FileNotFoundError(
             f"LPIPS-{net} needs the torchvision backbone weights {path.name}, not found at "
-            f"{path} (they cannot be downloaded offline; copy the file there or pass its path)")
+            f"{path} (copy the file there or pass its path)")
     import warnings
 
     with warnings.catch_warnings():  # lpips calls torchvision with the deprecated pretrained=
@@ -58,16 +65,56 @@ def build_lpips(net: str = "vgg", backbone_weights: str | Path | None = None,
     return model
 
 
+def offline() -> bool:
+    """``NEURAL3D_OFFLINE=1`` (or ``true``/``yes``): never download anything."""
+    return os.environ.get("NEURAL3D_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+def fetch_backbone(net: str, timeout: float = 20.0) -> Path:
+    """Let torchvision download the ImageNet weights of LPIPS-``net``'s backbone into the torch
+    hub cache (:func:`backbone_path`; announced on stderr, hash checked). Sockets time out after
+    ``timeout`` seconds, so an unreachable server fails fast; any failure raises ``OSError``."""
+    import socket
+
+    import torchvision
+
+    weights = (torchvision.models.AlexNet_Weights.IMAGENET1K_V1 if net == "alex"
+               else torchvision.models.VGG16_Weights.IMAGENET1K_V1)
+    print(f"LPIPS-{net}: downloading the torchvision backbone weights (~{BACKBONE_MB[net]} MB) "
+          f"to {backbone_path(net)} (NEURAL3D_OFFLINE=1 turns this off)", file=sys.stderr,
+          flush=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # URLError, timeouts, a bad hash (RuntimeError): all "no weights"
+        raise OSError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+    return backbone_path(net)
+
+
 def get_lpips(net: str = "vgg", backbone_weights: str | Path | None = None
               ) -> tuple[torch.nn.Module | None, str | None]:
-    """``(module, None)`` when real weights are available, else ``(None, reason)``."""
+    """``(module, None)`` when real weights are available, else ``(None, reason)``. Missing
+    cached weights are fetched (:func:`fetch_backbone`) unless ``NEURAL3D_OFFLINE=1`` or a
+    weights path was given."""
     weights = backbone_weights or os.environ.get(f"NEURAL3D_LPIPS_{net.upper()}_WEIGHTS")
     try:
         return build_lpips(net, weights), None
     except ImportError as exc:
         return None, f"the lpips package is not installed ({exc}); pip install 'neural3d[lpips]'"
     except FileNotFoundError as exc:
-        return None, str(exc)
+        missing = str(exc)
+    if weights:
+        return None, missing
+    if offline():
+        return None, f"{missing}; not downloaded: offline (NEURAL3D_OFFLINE=1)"
+    try:
+        fetch_backbone(net)
+    except OSError as exc:
+        return None, f"{missing}; the download failed (offline?): {exc}"
+    return build_lpips(net), None
 
 
 @torch.no_grad()

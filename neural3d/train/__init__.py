@@ -47,9 +47,11 @@ single-model form ``Trainer(model, optimizer, cfg)`` is the module named ``"mode
 (``trainer.model``, ``trainer.module``, ``trainer.ema``); ``optimizer=None`` is the old manual
 mode in which ``step_fn`` steps optimisers the trainer neither owns nor checkpoints.
 
-Logging: a tqdm progress bar (loss, PSNR when returned, steps/s), TensorBoard scalars under
-``OUT/tb`` (``train/*`` every ``log_every`` steps) and images/scalars from ``eval_fn(step)``
-(``eval/*``), and ``OUT/run.json`` with config, seed, versions, git commit, world size, status.
+Logging: a tqdm progress bar (loss, PSNR when returned, steps/s), scalars (``train/*`` every
+``log_every`` steps) and images/scalars from ``eval_fn(step)`` (``eval/*``) through
+``trainer.logger`` (``cfg.vis``: TensorBoard under ``OUT/tb``, wandb under ``OUT/wandb``, or
+none; :mod:`neural3d.train.loggers`), and ``OUT/run.json`` with config, seed, versions, git
+commit, world size, status.
 
 Checkpoints (``OUT/checkpoints/last.pt``, every ``ckpt_every`` steps and at the end) are written
 atomically (temp file + ``os.replace``) and loaded with ``weights_only=True``. Format
@@ -75,20 +77,24 @@ module between steps (DDP expects the same trainable parameters every backward).
 from neural3d.train.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from neural3d.train.distributed import DistInfo, barrier, init_distributed, is_main, world_info
 from neural3d.train.ema import EMA
+from neural3d.train.loggers import VIS_BACKENDS, Logger, make_logger
 from neural3d.train.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
 
 __all__ = [
     "CheckpointError",
     "DistInfo",
     "EMA",
+    "Logger",
     "NonFiniteLossError",
     "TrainConfig",
     "Trainer",
     "TrainingInterrupted",
+    "VIS_BACKENDS",
     "barrier",
     "init_distributed",
     "is_main",
     "load_checkpoint",
+    "make_logger",
     "save_atomic",
     "world_info",
 ]

@@ -25,6 +25,7 @@ from neural3d.env_info import git_commit
 from neural3d.train.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from neural3d.train.distributed import world_info
 from neural3d.train.ema import EMA
+from neural3d.train.loggers import Logger, check_vis, make_logger
 
 
 class NonFiniteLossError(RuntimeError):
@@ -77,7 +78,7 @@ class TrainConfig:
     steps: int = 1000
     seed: int = 0
     out_dir: str = "runs/default"
-    log_every: int = 10          # TensorBoard scalars + progress-bar refresh
+    log_every: int = 10          # train/* scalars + progress-bar refresh
     eval_every: int = 0          # calls eval_fn (images/scalars) every N steps; 0 = only at end
     ckpt_every: int = 500        # 0 = only at the end
     ema_decay: float = 0.0       # 0 = no EMA
@@ -85,13 +86,15 @@ class TrainConfig:
     amp: bool = True             # autocast on CUDA only (never on CPU)
     amp_dtype: str = "bf16"      # bf16 | fp16 (fp16 uses a GradScaler)
     progress: bool = True
-    tensorboard: bool = True
+    vis: str = "tensorboard"     # where scalars and images go: tensorboard | wandb | none
+    tensorboard: bool = True     # false turns logging off whatever vis says (older configs)
     resume: str = "auto"         # "auto" (OUT/checkpoints/last.pt if present), a path, or ""
     time_budget: float = 0.0     # seconds of training before stopping early (0 = none; read
                                  # by neural3d.methods.train_method, evaluation not counted)
     overwrite: bool = False      # a fresh run (resume "") may replace the run in out_dir
 
     def validate(self) -> None:
+        check_vis(self.vis)
         if self.amp_dtype not in ("bf16", "fp16"):
             raise invalid("amp_dtype", f"must be bf16 or fp16, got {self.amp_dtype!r}")
         if not str(self.out_dir).strip():
@@ -100,6 +103,9 @@ class TrainConfig:
             raise invalid("overwrite", f"replaces the run, resume={self.resume!r} continues it: "
                                        "set one of them")
 
+    def log_backend(self) -> str:
+        """The logger in use: ``vis``, or ``"none"`` when ``tensorboard`` is false."""
+        return self.vis if self.tensorboard else "none"
 
 
 
@@ -203,7 +209,8 @@ class Trainer:
         self.ckpt_path = self.out_dir / "checkpoints" / "last.pt"
         self.last_good: Path | None = None
         self._stepped: set[str] = set()   # optimisers stepped during the current trainer step
-        self._writer = None
+        self._logger: Logger | None = None
+        self._logger_made = False
         self._t0 = time.time()
         torch.manual_seed(self.cfg.seed)
 
@@ -389,29 +396,25 @@ class Trainer:
         os.replace(tmp, self.out_dir / "run.json")
 
     @property
-    def writer(self):
-        if self._writer is None and self.rank == 0 and self.cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.out_dir / "tb"))
-        return self._writer
+    def logger(self) -> Logger | None:
+        """The logger of ``cfg.vis`` (:mod:`neural3d.train.loggers`), made on first use; None
+        on ranks other than 0 and when logging is off."""
+        if not self._logger_made:
+            self._logger_made = True
+            if self.rank == 0:
+                self._logger = make_logger(self.cfg.log_backend(), self.out_dir,
+                                           config=self.record)
+        return self._logger
 
     def log_images(self, images: Mapping[str, torch.Tensor], step: int | None = None) -> None:
-        """Images ``[H, W, 3]`` (or ``[H, W]``) floats in [0, 1] to TensorBoard."""
-        w = self.writer
-        if w is None:
-            return
-        for k, img in images.items():
-            img = img.detach().float().clamp(0, 1).cpu()
-            w.add_image(k, img, step if step is not None else self.step,
-                        dataformats="HWC" if img.dim() == 3 else "HW")
+        """Images ``[H, W, 3]`` (or ``[H, W]``) floats in [0, 1] to the logger."""
+        if images and self.logger is not None:
+            self.logger.images(images, step if step is not None else self.step)
 
     def log_scalars(self, scalars: Mapping[str, float], step: int | None = None) -> None:
-        w = self.writer
-        if w is None:
-            return
-        for k, v in scalars.items():
-            w.add_scalar(k, _to_float(v), step if step is not None else self.step)
+        if scalars and self.logger is not None:
+            self.logger.scalars({k: _to_float(v) for k, v in scalars.items()},
+                                step if step is not None else self.step)
 
     # ---------------------------------------------------------------- the loop
     def _reduce(self, out: Mapping[str, Any]) -> dict[str, float]:
@@ -523,8 +526,8 @@ class Trainer:
         ``step_fn`` returns a dict of scalars that contains ``loss`` (and optionally ``psnr``);
         the trainer does backward, clipping and the optimiser steps (in manual mode ``step_fn``
         does them through :meth:`backward_step`), then schedulers step and EMAs update.
-        ``eval_fn(step)`` may return scalars and images (tensors ``[H,W,3]``) logged to
-        TensorBoard. ``stop_fn(step)`` returning True ends
+        ``eval_fn(step)`` may return scalars and images (tensors ``[H,W,3]``) logged under
+        ``eval/`` (:attr:`logger`). ``stop_fn(step)`` returning True ends
         training early after that step (e.g. a time budget); the checkpoint is then written as
         at the end. Returns the history of logged scalars.
 
@@ -557,8 +560,8 @@ class Trainer:
         self._write_run_json("finished", seconds=time.time() - self._t0,
                              final={k: v for k, v in self.history[-1].items()}
                              if self.history else {})
-        if self._writer is not None:
-            self._writer.flush()
+        if self._logger is not None:
+            self._logger.flush()
         return self.history
 
     def _interrupt(self) -> TrainingInterrupted:
@@ -644,6 +647,7 @@ class Trainer:
         self.log_scalars({f"eval/{k}": v for k, v in scalars.items()})
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Close the logger (a later log call opens a new one)."""
+        if self._logger is not None:
+            self._logger.close()
+        self._logger, self._logger_made = None, False

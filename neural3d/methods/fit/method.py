@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 
 from neural3d.config import Range, at_least, between, invalid, positive
+from neural3d.export.media import tile_rows
 from neural3d.fields import FieldConfig, TriplaneFieldConfig
 from neural3d.methods.fit.model import FitModel, camera_record, record_field_config
 from neural3d.methods.fit.outputs import path_cameras, save_renders_png, write_turntable
@@ -41,6 +42,7 @@ from neural3d.methods.registry import (
     register_method,
 )
 from neural3d.render import grid_bounds, near_far_aabb, visual_hull
+from neural3d.train.loggers import check_vis
 
 
 @dataclass
@@ -64,6 +66,7 @@ class FitConfig:
     out_dir: str = "runs/fit"
     resume: str = ""            # "" = a fresh run, "auto" = continue OUT/checkpoints/last.pt
     progress: bool = True
+    vis: str = "tensorboard"    # training logs: tensorboard (OUT/tb) | wandb | none
     # the field: any registered kind (YAML `field: {kind: hashgrid, n_levels: 8}` or
     # `field: mlp`; overrides `field.kind=mlp field.hidden=64`); its regularisers (the
     # triplane's TV, `field.tv_weight`) come with it
@@ -94,6 +97,7 @@ class FitConfig:
     overwrite: bool = False     # a fresh run may replace the run in out_dir
 
     def validate(self) -> None:
+        check_vis(self.vis)
         if self.aabb and (len(self.aabb) != 6 or not all(
                 lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:], strict=True))):
             raise invalid("aabb", f"must be [] or [xmin, ymin, zmin, xmax, ymax, zmax] with "
@@ -150,7 +154,7 @@ class Fit(Method):
         return TrainConfig(steps=c.steps, seed=c.seed, out_dir=c.out_dir, log_every=c.log_every,
                            ckpt_every=c.ckpt_every, ema_decay=c.ema_decay,
                            eval_every=c.eval_every, grad_clip=c.grad_clip, progress=c.progress,
-                           resume=c.resume, overwrite=c.overwrite)
+                           resume=c.resume, overwrite=c.overwrite, vis=c.vis)
 
     # ------------------------------------------------------------------ training
     def _read_data(self) -> None:
@@ -254,7 +258,8 @@ class Fit(Method):
 
     def evaluate(self, trainer, it: int) -> dict[str, Any]:
         """Held-out PSNR on up to ``eval_views_max`` views every ``eval_every`` steps (the
-        ``curve`` of metrics.json, with training seconds)."""
+        ``curve`` of metrics.json, with training seconds) and the first held-out view (truth
+        | render) for the logs."""
         held = self.held_views
         if not self.cfg.eval_every or held is None or len(held) == 0:
             return {}
@@ -267,7 +272,8 @@ class Fit(Method):
         return {"psnr_heldout": p, "render": torch.cat([held.images[0], pred[0]], 1)}
 
     def finish(self, trainer) -> dict[str, Any]:
-        """Evaluate all held-out views, write metrics.json, renders.png and the turntable."""
+        """Evaluate all held-out views, write metrics.json, renders.png and the turntable; log
+        the held-out metrics and up to 4 views (truth above, render below) under ``final/``."""
         from neural3d.metrics import evaluate_views
 
         c, model = self.cfg, self.model
@@ -287,6 +293,11 @@ class Fit(Method):
             metrics.update(evaluate_views(preds, held.images))
             metrics["eval_views"] = len(held)
             save_renders_png(out / "renders.png", held.images, preds)
+            trainer.log_scalars({f"final/{k}_heldout": metrics[k] for k in ("psnr", "ssim",
+                                                                             "lpips")
+                                 if metrics.get(k) is not None})
+            trainer.log_images({"final/heldout": tile_rows(torch.stack([held.images[:4],
+                                                                         preds[:4]]), pad=1)})
         else:
             metrics.update({"psnr": None, "ssim": None, "lpips": None,
                             "lpips_reason": "no held-out views"})

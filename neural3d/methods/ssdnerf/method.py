@@ -47,6 +47,24 @@ class SSDNeRF(Method):
     def step(self, trainer, step: int):
         return self._step(step)
 
+    @torch.no_grad()
+    def evaluate(self, trainer, step: int) -> dict[str, Any]:
+        """For the training logs: ``samples``, 4 sampled triplanes (the config's sampler and
+        steps, a fixed seed, the EMA weights once warmed up) each seen from 4 orbit views at
+        the data resolution. (No held-out PSNR here: every view of the training objects is
+        trained on; test objects are scored by ``neural3d eval nvs``.)"""
+        if trainer.logger is None:
+            return {}
+        from neural3d.export.media import tile_rows
+        from neural3d.methods.training import eval_module
+
+        cams = self._orbit(4)
+        with eval_module(trainer) as model:
+            lat = model.sample(4, generator=torch.Generator().manual_seed(0))
+            rows = torch.stack([model.render_views(lat[i:i + 1], cams).cpu()
+                                for i in range(len(lat))])
+        return {"samples": tile_rows(rows, pad=1)}
+
     def finish(self, trainer) -> dict[str, Any]:
         return {**super().finish(trainer), "checkpoint": str(trainer.ckpt_path)}
 
@@ -156,13 +174,11 @@ class SSDNeRF(Method):
                       radius: float = 1.3, elevation: float = 20.0, fps: int = 12
                       ) -> list[Path]:
         """``latents.pt``, ``grid.png`` (4 views per sample) and a turntable per sample."""
-        from neural3d.cameras import Cameras, orbit_path
         from neural3d.export.media import write_image_rows, write_video
 
-        res = res or self.native_res()
         lat = torch.cat(self.sample(num, seed, steps=steps, sampler=sampler))
         torch.save(lat.cpu(), out / "latents.pt")
-        cams = Cameras.srn(orbit_path(frames, radius, elevation), res)
+        cams = self._orbit(frames, res, radius, elevation)
         grid_idx = torch.arange(0, frames, max(1, frames // 4))[:4]
         rows, paths = [], []
         for i in range(num):
@@ -170,6 +186,12 @@ class SSDNeRF(Method):
             rows.append(views[grid_idx])
             paths.append(write_video(out / f"turntable_{i:03d}.mp4", views, fps))
         return [write_image_rows(out / "grid.png", rows), out / "latents.pt", *paths]
+
+    def _orbit(self, frames: int, res: int = 0, radius: float = 1.3, elevation: float = 20.0):
+        """``frames`` SRN cameras on an orbit; ``res`` 0: the training data's resolution."""
+        from neural3d.cameras import Cameras, orbit_path
+
+        return Cameras.srn(orbit_path(frames, radius, elevation), res or self.native_res())
 
     def reconstruct(self, images: torch.Tensor, cameras, mode: str = "guided_finetune",
                     **recon_overrides) -> torch.Tensor:
@@ -188,9 +210,7 @@ class SSDNeRF(Method):
     def home_camera(self):
         """SRN intrinsics at :meth:`native_res`, radius 1.3, elevation 20 degrees (the first
         turntable view of ``neural3d sample``)."""
-        from neural3d.cameras import Cameras, orbit_path
-
-        return Cameras.srn(orbit_path(1, 1.3, 20.0), self.native_res())
+        return self._orbit(1)
 
     def render(self, state: torch.Tensor, cameras) -> torch.Tensor:
         return self.model.render_views(state, cameras).cpu()

@@ -135,6 +135,31 @@ class StyleNeRF(Method):
         out.update(loss_g=loss_g.detach(), loss=(loss_d + total).detach())
         return out
 
+    @torch.no_grad()
+    def evaluate(self, trainer, step: int) -> dict[str, Any]:
+        """For the training logs: ``samples``, 4 latents (a fixed seed, G's EMA once warmed
+        up) each seen from 4 yaws at 20 degrees elevation, at the resolution G trains at now
+        (upsampled to ``output_res``). A GAN on unposed images has no held-out views."""
+        if trainer.logger is None:
+            return {}
+        from neural3d.export.media import tile_rows
+        from neural3d.methods.training import eval_module
+
+        n, views, res = 4, 4, self.cfg.generator.output_res
+        with eval_module(trainer, "G") as G:
+            level, alpha = growth(self.cfg.progressive, G.levels, step)
+            r = self.cfg.generator.render_res * 2 ** level
+            z = torch.randn(n, self.cfg.mapping.z_dim,
+                            generator=torch.Generator().manual_seed(0)).to(self.device)
+            ws = G.mapping(z).repeat_interleave(views, 0)
+            yaw = torch.arange(views, dtype=torch.float64).repeat(n) * (2 * torch.pi / views)
+            cams = CameraPrior(self.cfg.camera).cameras(yaw, torch.full_like(yaw, torch.pi / 9),
+                                                        r)
+            img = G.synthesis(ws, cams, level, alpha)["image"].float().clamp(0, 1)
+        img = torch.nn.functional.interpolate(img, size=(res, res), mode="nearest")
+        return {"samples": tile_rows(img.permute(0, 2, 3, 1).cpu().reshape(n, views, res,
+                                                                              res, -1), pad=1)}
+
     def finish(self, trainer) -> dict[str, Any]:
         return {**super().finish(trainer), "checkpoint": str(trainer.ckpt_path)}
 
