@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neural3d.train.loggers import image_grid  # noqa: E402
+from neural3d.export.media import tile_rows  # noqa: E402
 
 FIGURES = ("fit", "diffusion", "ssdnerf", "bench")
 
@@ -126,8 +126,8 @@ def fig_fit(args, log) -> dict:
     renders = method.render(None, held.cameras[torch.arange(k)])
     novel = method.render(None, method.camera_path("orbit", k, width=2 * held.images.shape[2]))
     small = torch.stack([held.images[:k], renders])
-    top = image_grid(small, pad=1).repeat_interleave(2, 0).repeat_interleave(2, 1)
-    bottom = image_grid(novel[None], pad=2)
+    top = tile_rows(small, pad=1).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    bottom = tile_rows(novel[None], pad=2)
     save_png(args.out / "demo_novel_views.png", torch.cat([top, bottom[:, :top.shape[1]]], 0))
     info["caption"] = (f"toy car fitted for {info['steps']} steps (triplane, 64 px, 50 views); "
                        "rows: held-out views, renders at their cameras, novel orbit views at "
@@ -160,7 +160,7 @@ def fig_diffusion(args, log) -> dict:
     imgs = method.sample(n, seed=0, sampler="ddim", steps=50, cfg=3.0)
     imgs = ((imgs.float() + 1) / 2).permute(0, 2, 3, 1).reshape(len(cats), n,
                                                                *imgs.shape[2:], -1)
-    save_png(args.out / "diffusion_samples.png", image_grid(imgs, pad=2), scale=2)
+    save_png(args.out / "diffusion_samples.png", tile_rows(imgs, pad=2), scale=2)
     info["caption"] = (f"toy U-Net ({', '.join(cats)}, 32 px) after {info['steps']} steps of "
                        f"batch {info['batch']}: DDIM-50, guidance 3, one row per class")
     return info
@@ -190,7 +190,7 @@ def fig_ssdnerf(args, log) -> dict:
     rows = torch.stack([method.render(lat[i:i + 1], cams) for i in range(len(lat))])
     # two samples per row: [3, 8, H, W, 3]
     save_png(args.out / "ssdnerf_samples.png",
-             image_grid(rows.reshape(3, 8, *rows.shape[2:]), pad=2), scale=2)
+             tile_rows(rows.reshape(3, 8, *rows.shape[2:]), pad=2), scale=2)
     info["caption"] = (f"SSDNeRF on the toy cars after {info['steps']} steps: 6 sampled "
                        f"triplanes (DDIM-{method.cfg.diffusion.sample_steps}), 4 orbit views "
                        "each at 64 px (trained at 32 px)")
