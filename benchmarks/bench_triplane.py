@@ -6,15 +6,16 @@
     python benchmarks/bench_triplane.py --sizes fit --threads 1 --point-grad
 
 Sizes (planes B x 3 x C x R^2, rays x samples per batch element), as issue 17 states them:
-``ssdnerf-toy`` 1 x 3x6x64^2, 4096 x 64; ``fit`` (the ``neural3d fit`` default field) 1 x 3x12x128^2,
-4096 x 96; ``ssdnerf-paper`` 16 x 3x6x128^2, 4096 x 128 (CUDA only). (The shipped
+``ssdnerf-toy`` 1 x 3x6x64^2, 4096 x 64; ``fit`` (the ``neural3d fit`` default field)
+1 x 3x12x128^2, 4096 x 96; ``ssdnerf-paper`` 16 x 3x6x128^2, 4096 x 128 (CUDA only). (The shipped
 ``configs/ssdnerf_toycars.yaml`` is smaller still: 4 x 3x4x16^2, 256 rays x 32 samples.)
 Points lie on random segments through the box (``samples`` per ray, consecutive ones close, as
 a ray sampler gives them), aggregate ``sum``, float32.
 
 Columns: forward ms (no grad), forward+backward ms (the planes require grad; the points too with
-``--point-grad``; the loss is ``out.sum()``), the speed-ups against grid_sample measured in the
-same run (the two take turns within each repetition), the memory the autograd graph saves
+``--point-grad``; ``out.backward(ones)``, the cotangent made once), the speed-ups against
+grid_sample measured in the same run (the two take turns within each repetition), the memory
+the autograd graph saves
 beyond the inputs ("saved MB"), the peak memory the backward itself adds ("bwd peak MB": the
 resident-set high-water mark delta on CPU, measured in a child process with glibc's mmap
 threshold fixed at 1 MiB so every large block is seen, as bench_composite.py; the allocator's
@@ -68,6 +69,9 @@ def make_inputs(B, C, R, rays, samples, device, seed=0):
 def make_runner(name, planes, points, point_grad):
     p_g = planes.clone().requires_grad_()
     x_g = points.clone().requires_grad_(point_grad)
+    # the output's cotangent, made once: backward(cot) allocates nothing for it (a loss such as
+    # out.sum() would materialise an [B, N, C] gradient, the same for every backend)
+    cot = torch.ones(points.shape[0], points.shape[1], planes.shape[2], device=planes.device)
 
     def run_fwd():
         with torch.no_grad():
@@ -75,7 +79,7 @@ def make_runner(name, planes, points, point_grad):
 
     def run_fwd_bwd():
         p_g.grad = x_g.grad = None
-        triplane_sample(p_g, x_g, None, "sum", backend=name).sum().backward()
+        triplane_sample(p_g, x_g, None, "sum", backend=name).backward(cot)
 
     def memory():
         """(saved MB beyond the inputs, backward peak MB)."""
@@ -91,18 +95,18 @@ def make_runner(name, planes, points, point_grad):
 
         gc.collect()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = triplane_sample(p_g, x_g, None, "sum", backend=name).sum()
+            out = triplane_sample(p_g, x_g, None, "sum", backend=name)
         if planes.device.type == "cuda":
             torch.cuda.synchronize()
             before = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-            loss.backward()
+            out.backward(cot)
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated() - before
         else:
             before = _rss_kb()
             ok = _reset_hwm()
-            loss.backward()
+            out.backward(cot)
             peak = (_hwm_kb() - before) * 1024 if ok else float("nan")
         return sum(saved.values()) / 2**20, max(peak, 0) / 2**20
 

@@ -59,8 +59,9 @@ static void forward_range_c(const TriArgs<T>& a, T* __restrict__ out, int64_t i0
   const int64_t C = CC > 0 ? CC : a.C;
   const int64_t plane = a.H * a.W * C;
   constexpr int kAx[3][2] = {{0, 1}, {0, 2}, {1, 2}};
+  int64_t b = i0 / a.N, b_end = (b + 1) * a.N;  // batch element of point i, its end
   for (int64_t i = i0; i < i1; ++i) {
-    const int64_t b = i / a.N;
+    if (i == b_end) ++b, b_end += a.N;
     const T* __restrict__ pt = a.points + i * 3;
     const T* __restrict__ base = a.planes + b * 3 * plane;
     T* __restrict__ dst = out + i * (a.agg == kConcat ? 3 * C : C);
@@ -111,28 +112,26 @@ static void backward_range_c(const TriArgs<T>& a, const TriGrads<T>& g, T* __res
   const int64_t plane = a.H * a.W * C;
   const int64_t oc = a.agg == kConcat ? 3 * C : C;
   constexpr int kAx[3][2] = {{0, 1}, {0, 2}, {1, 2}};
-  T gs[CC > 0 ? CC : 1];
+  int64_t b = i0 / a.N, b_end = (b + 1) * a.N;
   for (int64_t i = i0; i < i1; ++i) {
-    const int64_t b = i / a.N;
+    if (i == b_end) ++b, b_end += a.N;
     const T* __restrict__ pt = a.points + i * 3;
     const T* __restrict__ go = g.g_out + i * oc;
     T* tb = tile ? tile + (b - b_lo) * 3 * plane : nullptr;
     const T* __restrict__ base = a.planes + b * 3 * plane;
     T gp[3] = {T(0), T(0), T(0)};
-    if constexpr (CC > 0) {
-      if (a.agg == kMean)
-        for (int c = 0; c < CC; ++c) gs[c] = go[c] / T(3);
-      else if (a.agg == kSum)
-        for (int c = 0; c < CC; ++c) gs[c] = go[c];
-    }
     for (int p = 0; p < 3; ++p) {
       Tap<T> t;
       make_tap<T>(pt[kAx[p][0]], pt[kAx[p][1]], a.H, a.W, C, t);
-      // the cotangent of this plane's sample: the output's (sum), a third of it (mean), or its
-      // own slice (concat)
-      const T* __restrict__ gc = (CC > 0 && a.agg != kConcat) ? gs
-                                 : go + (a.agg == kConcat ? p * C : 0);
-      const T scale = (CC == 0 && a.agg == kMean) ? T(1) / T(3) : T(1);
+      // gv: the cotangent of this plane's sample: the output's (sum), a third of it (mean), or
+      // its own slice (concat). CC > 0: a local copy (registers; no aliasing with the tile)
+      const T* __restrict__ gc = go + (a.agg == kConcat ? p * C : 0);
+      const T scale = a.agg == kMean ? T(1) / T(3) : T(1);
+      T gl[CC > 0 ? CC : 1];
+      if constexpr (CC > 0)
+        for (int c = 0; c < CC; ++c) gl[c] = gc[c] * scale;
+      const T* gv = CC > 0 ? gl : gc;
+      const T sv = CC > 0 ? T(1) : scale;
       if (tile) {
         T* q0 = tb + p * plane + t.o[0];
         T* q1 = tb + p * plane + t.o[1];
@@ -140,10 +139,10 @@ static void backward_range_c(const TriArgs<T>& a, const TriGrads<T>& g, T* __res
         T* q3 = tb + p * plane + t.o[3];
         // The four texels are updated one after the other (no __restrict__): on the last
         // column/row the far texel is clamped onto the near one, with weight 0.
-        for (int64_t c = 0; c < C; ++c) q0[c] += t.w[0] * (gc[c] * scale);
-        for (int64_t c = 0; c < C; ++c) q1[c] += t.w[1] * (gc[c] * scale);
-        for (int64_t c = 0; c < C; ++c) q2[c] += t.w[2] * (gc[c] * scale);
-        for (int64_t c = 0; c < C; ++c) q3[c] += t.w[3] * (gc[c] * scale);
+        for (int64_t c = 0; c < C; ++c) q0[c] += t.w[0] * (gv[c] * sv);
+        for (int64_t c = 0; c < C; ++c) q1[c] += t.w[1] * (gv[c] * sv);
+        for (int64_t c = 0; c < C; ++c) q2[c] += t.w[2] * (gv[c] * sv);
+        for (int64_t c = 0; c < C; ++c) q3[c] += t.w[3] * (gv[c] * sv);
       }
       if constexpr (kPts) {
         const T* __restrict__ pl = base + p * plane;
@@ -153,9 +152,9 @@ static void backward_range_c(const TriArgs<T>& a, const TriGrads<T>& g, T* __res
         const T* __restrict__ r3 = pl + t.o[3];
         T du = T(0), dv = T(0);
         for (int64_t c = 0; c < C; ++c) {
-          const T gv = gc[c] * scale;
-          du += gv * (t.ay * (r1[c] - r0[c]) + t.by * (r3[c] - r2[c]));
-          dv += gv * (t.ax * (r2[c] - r0[c]) + t.bx * (r3[c] - r1[c]));
+          const T gc_ = gv[c] * sv;
+          du += gc_ * (t.ay * (r1[c] - r0[c]) + t.by * (r3[c] - r2[c]));
+          dv += gc_ * (t.ax * (r2[c] - r0[c]) + t.bx * (r3[c] - r1[c]));
         }
         gp[kAx[p][0]] += t.gx * du;
         gp[kAx[p][1]] += t.gy * dv;
