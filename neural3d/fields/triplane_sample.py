@@ -14,6 +14,9 @@ and for what the kernels do not cover (``aggregate="prod"``, ``mode`` other than
 The kernels give gradients to the planes and to the points (each only when it requires grad);
 they are not twice differentiable (a ``create_graph`` backward through them raises): nothing in
 neural3d needs it (the GAN's R1 penalty differentiates the discriminator w.r.t. images only).
+Neither saves anything per sample for the backward. The CPU backward sums per-thread gradient
+tiles (no atomics; deterministic for a given thread count); the CUDA one uses atomic adds, so
+its plane gradient, like grid_sample's on CUDA, is not bit-reproducible run to run.
 """
 
 from __future__ import annotations
