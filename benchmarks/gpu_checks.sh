@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of the renderer in one run, for a machine with an NVIDIA GPU, nvcc and torch:
 # build the CUDA (and C++) kernels, run the `cuda`-marked tests, run the compositing benchmark at
-# three sizes (with nerfacc as a column when its wheel lies in .whl/), report `neural3d info`.
+# three sizes (with nerfacc as a column when its wheel lies in .whl/) and the triplane benchmark,
+# report `neural3d info`.
 #
 #     bash benchmarks/gpu_checks.sh            # logs and JSON under $OUT (default ./gpu_out)
 #
@@ -46,7 +47,8 @@ step "neural3d info"
 $PY -m neural3d.cli info 2>&1 | tee "$OUT/info.txt" | tail -25
 
 step "cuda-marked tests"
-$PY -m pytest -m cuda -q -p no:cacheprovider tests/test_render_composite.py tests/test_cameras.py \
+$PY -m pytest -m cuda -q -p no:cacheprovider tests/test_render_composite.py tests/test_triplane_kernel.py \
+    tests/test_cameras.py \
     2>&1 | tee "$OUT/pytest_cuda.log" | tail -30
 
 nerfacc_flag=
@@ -71,4 +73,8 @@ for r in d["rows"]:
           f"peak {r['bwd_peak_mb']} MB")
 EOF
 done
+step "bench_triplane --device cuda (toy, fit, SSDNeRF paper sizes)"
+$PY benchmarks/bench_triplane.py --device cuda --repeat 20 2>&1 | tee "$OUT/bench_triplane_cuda.txt"
+$PY benchmarks/bench_triplane.py --device cuda --repeat 20 --json >"$OUT/bench_triplane_cuda.json" \
+    2>"$OUT/bench_triplane_cuda.err" || tail -5 "$OUT/bench_triplane_cuda.err"
 step "done"

@@ -429,13 +429,16 @@ int64_t parallel_threads() {
   return n;
 }
 
+void register_triplane(pybind11::module_& m);  // triplane_cpu.cpp
+
 }  // namespace n3d
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "neural3d fused emission-absorption compositing (C++ CPU)";
+  m.doc() = "neural3d fused kernels (C++ CPU): compositing, triplane sampling";
   m.def("composite_forward", &n3d::composite_forward, "forward (feat, depth, opacity, weights)");
   m.def("composite_backward", &n3d::composite_backward, "backward (grad_sigma, grad_feat)");
   m.def("simd_isa", &n3d::simd_isa, "vector ISA chosen at run time");
   m.def("parallel_threads", &n3d::parallel_threads,
         "threads that at::parallel_for uses in this module (1 without OpenMP)");
+  n3d::register_triplane(m);
 }

@@ -42,6 +42,7 @@ from neural3d.fields.triplane import (
     TriplaneFieldConfig,
     sample_triplane,
 )
+from neural3d.fields.triplane_sample import triplane_reference, triplane_sample
 
 __all__ = [
     "FIELDS",
@@ -64,6 +65,8 @@ __all__ = [
     "normalize_aabb",
     "register_field",
     "sample_triplane",
+    "triplane_reference",
+    "triplane_sample",
     "trunc_exp",
     "tv_loss",
     "widened_sigmoid",

@@ -20,34 +20,18 @@ from torch import nn
 from neural3d.config import Range, at_least, between
 from neural3d.fields.base import Field, density_activation, normalize_aabb, tv_loss, widened_sigmoid
 from neural3d.fields.registry import FieldConfig, register_field
-
-PLANE_AXES = ((0, 1), (0, 2), (1, 2))
+from neural3d.fields.triplane_sample import triplane_sample
 
 
 def sample_triplane(planes: torch.Tensor, xn: torch.Tensor, aggregate: str = "sum",
                     mode: str = "bilinear") -> torch.Tensor:
-    """Sample planes ``[B, 3, C, H, W]`` at normalised points ``xn [B, N, 3]`` in ``[-1, 1]``.
+    """Sample planes ``[B, 3, C, H, W]`` at normalised points ``xn [B, N, 3]`` in ``[-1, 1]``:
+    :func:`~neural3d.fields.triplane_sample.triplane_sample` without a box (fused kernels, or
+    the grid_sample reference).
 
     Returns ``[B, N, C]`` (``sum``/``mean``/``prod``) or ``[B, N, 3C]`` (``concat``).
     """
-    B, P, C, H, W = planes.shape
-    if P != 3:
-        raise ValueError(f"planes must be [B, 3, C, H, W], got {tuple(planes.shape)}")
-    if xn.dim() != 3 or xn.shape[0] != B:
-        raise ValueError(f"points must be [B={B}, N, 3], got {tuple(xn.shape)}")
-    grids = torch.stack([xn[..., list(a)] for a in PLANE_AXES], dim=1)  # [B, 3, N, 2]
-    feats = F.grid_sample(planes.reshape(B * 3, C, H, W), grids.reshape(B * 3, 1, -1, 2),
-                          mode=mode, padding_mode="border", align_corners=False)
-    feats = feats.reshape(B, 3, C, -1).permute(0, 1, 3, 2)  # [B, 3, N, C]
-    if aggregate == "sum":
-        return feats.sum(1)
-    if aggregate == "mean":
-        return feats.mean(1)
-    if aggregate == "prod":
-        return feats.prod(1)
-    if aggregate == "concat":
-        return feats.permute(0, 2, 1, 3).reshape(B, -1, 3 * C)
-    raise ValueError(f"unknown aggregate {aggregate!r} (sum, mean, prod, concat)")
+    return triplane_sample(planes, xn, None, aggregate, mode=mode)
 
 
 class TriplaneDecoder(nn.Module):

@@ -1,8 +1,10 @@
-"""Which compositing backend runs: the CUDA kernel, the C++ CPU kernel or the torch reference.
+"""Which backend runs the fused ops (compositing, triplane sampling): the CUDA kernels, the C++
+CPU kernels or the torch reference.
 
-Choice, strongest first: the ``backend=`` argument of :func:`neural3d.render.composite`, the
-environment variable ``NEURAL3D_BACKEND=torch|cpp|cuda``, then automatic (``cuda`` for CUDA
-tensors, ``cpp`` for CPU tensors). A backend that cannot be built, loaded or used for the tensors'
+Choice, strongest first: the ``backend=`` argument (:func:`neural3d.render.composite`,
+:func:`neural3d.fields.triplane_sample`), the environment variable
+``NEURAL3D_BACKEND=torch|cpp|cuda``, then automatic (``cuda`` for CUDA tensors, ``cpp`` for CPU
+tensors). A backend that cannot be built, loaded or used for the tensors'
 device falls back to the next one (cuda -> cpp -> torch) with one clear warning; never a crash.
 """
 
@@ -91,8 +93,9 @@ def select(device: torch.device, backend: str | None = None) -> tuple[str, Modul
         mod = _load(name)
         if mod is not None:
             return name, mod
-        _warn_once(f"fail:{name}", f"neural3d: the {name} compositing kernel is unavailable "
-                   f"({_errors.get(name)}); falling back to the torch reference")
+        _warn_once(f"fail:{name}", f"neural3d: the {name} kernels (compositing, triplane "
+                   f"sampling) are unavailable ({_errors.get(name)}); falling back to the torch "
+                   "reference")
     return "torch", None
 
 

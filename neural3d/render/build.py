@@ -24,9 +24,9 @@ from types import ModuleType
 
 CPU_NAME = "neural3d_composite_cpu"
 CUDA_NAME = "neural3d_composite_cuda"
-CPU_SOURCES = ("composite_cpu.cpp",)
-CUDA_SOURCES = ("composite_cuda.cu", "composite_cuda_bind.cpp")
-HEADERS = ("composite_simd.h",)
+CPU_SOURCES = ("composite_cpu.cpp", "triplane_cpu.cpp")
+CUDA_SOURCES = ("composite_cuda.cu", "triplane_cuda.cu", "composite_cuda_bind.cpp")
+HEADERS = ("composite_simd.h", "triplane_simd.h")
 # -fopenmp: ATen's at::parallel_for is an inline OpenMP region in the headers; compiled without
 # it, the kernels silently run on one thread whatever torch.get_num_threads() says. The module
 # then uses the libgomp that torch has already loaded (same soname).
@@ -192,7 +192,8 @@ def cuda_check(verbose: bool = False) -> int:
         return 1
     took = time.perf_counter() - start
     names = sorted(n for n in dir(mod) if not n.startswith("_"))
-    needed = {"composite_forward", "composite_backward"}
+    needed = {"composite_forward", "composite_backward", "triplane_forward",
+              "triplane_backward"}
     if not needed <= set(names):
         print(f"cuda-check: module lacks {sorted(needed - set(names))}", file=sys.stderr)
         return 1

@@ -1,0 +1,212 @@
+"""Benchmark triplane sampling: the fused kernel (C++ CPU or CUDA) against grid_sample.
+
+    python benchmarks/bench_triplane.py                        # CPU, 2 threads, toy + fit sizes
+    python benchmarks/bench_triplane.py --json                 # the same numbers as JSON
+    python benchmarks/bench_triplane.py --device cuda          # + the SSDNeRF paper size
+    python benchmarks/bench_triplane.py --sizes fit --threads 1 --point-grad
+
+Sizes (planes B x 3 x C x R^2, rays x samples per batch element), as issue 17 states them:
+``ssdnerf-toy`` 1 x 3x6x64^2, 4096 x 64; ``fit`` (the ``neural3d fit`` default field)
+1 x 3x12x128^2, 4096 x 96; ``ssdnerf-paper`` 16 x 3x6x128^2, 4096 x 128 (CUDA only). (The shipped
+``configs/ssdnerf_toycars.yaml`` is smaller still: 4 x 3x4x16^2, 256 rays x 32 samples.)
+Points lie on random segments through the box (``samples`` per ray, consecutive ones close, as
+a ray sampler gives them), aggregate ``sum``, float32.
+
+Columns: forward ms (no grad), forward+backward ms (the planes require grad; the points too with
+``--point-grad``; ``out.backward(ones)``, the cotangent made once), the speed-ups against
+grid_sample measured in the same run (the two take turns within each repetition), the memory
+the autograd graph saves
+beyond the inputs ("saved MB"), the peak memory the backward itself adds ("bwd peak MB": the
+resident-set high-water mark delta on CPU, measured in a child process with glibc's mmap
+threshold fixed at 1 MiB so every large block is seen, as bench_composite.py; the allocator's
+``max_memory_allocated`` delta on CUDA); it includes the gradients every backend must return),
+and samples/s of forward+backward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_composite import (  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
+    _fixed_mmap_threshold,
+    _hwm_kb,
+    _reset_hwm,
+    _rss_kb,
+    interleaved_times,
+)
+
+from neural3d.fields import triplane_sample  # noqa: E402
+from neural3d.render import backend as render_backend  # noqa: E402
+
+SIZES = {  # name: (B, C, R, rays, samples, cuda only)
+    "ssdnerf-toy": (1, 6, 64, 4096, 64, False),
+    "fit": (1, 12, 128, 4096, 96, False),
+    "ssdnerf-paper": (16, 6, 128, 4096, 128, True),
+}
+
+
+def make_inputs(B, C, R, rays, samples, device, seed=0):
+    """Planes ``[B, 3, C, R, R]`` and points ``[B, rays * samples, 3]`` in ``[-1, 1]``, on
+    random segments through the box."""
+    g = torch.Generator().manual_seed(seed)
+    planes = torch.randn(B, 3, C, R, R, generator=g) * 0.1
+    a = torch.rand(B, rays, 1, 3, generator=g) * 2 - 1
+    b = torch.rand(B, rays, 1, 3, generator=g) * 2 - 1
+    t = torch.linspace(0, 1, samples)[None, None, :, None]
+    points = (a + (b - a) * t).reshape(B, rays * samples, 3)
+    return planes.to(device), points.to(device)
+
+
+def make_runner(name, planes, points, point_grad):
+    p_g = planes.clone().requires_grad_()
+    x_g = points.clone().requires_grad_(point_grad)
+    # the output's cotangent, made once: backward(cot) allocates nothing for it (a loss such as
+    # out.sum() would materialise an [B, N, C] gradient, the same for every backend)
+    cot = torch.ones(points.shape[0], points.shape[1], planes.shape[2], device=planes.device)
+
+    def run_fwd():
+        with torch.no_grad():
+            return triplane_sample(planes, points, None, "sum", backend=name)
+
+    def run_fwd_bwd():
+        p_g.grad = x_g.grad = None
+        triplane_sample(p_g, x_g, None, "sum", backend=name).backward(cot)
+
+    def memory():
+        """(saved MB beyond the inputs, backward peak MB)."""
+        p_g.grad = x_g.grad = None
+        inputs = {t.untyped_storage().data_ptr() for t in (p_g, x_g, planes, points)}
+        saved: dict[int, int] = {}
+
+        def pack(t):
+            st = t.untyped_storage()
+            if st.data_ptr() not in inputs:
+                saved[st.data_ptr()] = st.nbytes()
+            return t
+
+        gc.collect()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = triplane_sample(p_g, x_g, None, "sum", backend=name)
+        if planes.device.type == "cuda":
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            out.backward(cot)
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() - before
+        else:
+            before = _rss_kb()
+            ok = _reset_hwm()
+            out.backward(cot)
+            peak = (_hwm_kb() - before) * 1024 if ok else float("nan")
+        return sum(saved.values()) / 2**20, max(peak, 0) / 2**20
+
+    return run_fwd, run_fwd_bwd, memory
+
+
+def _memory_columns(argv, runners, device) -> dict:
+    """(saved MB, bwd peak MB) per case; on the CPU from a child process (see the docstring)."""
+    if device.type != "cpu":
+        return {case: rr[2]() for case, rr in runners.items()}
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = subprocess.run([sys.executable, __file__, *argv, "--memory-only"], check=True,
+                         capture_output=True, text=True).stdout
+    return {(size, name): (saved, peak)
+            for size, name, saved, peak in json.loads(out.strip().splitlines()[-1])}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sizes", default=None,
+                   help=f"comma-separated, of {', '.join(SIZES)} (default: all the device runs)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--point-grad", action="store_true", help="the points require grad too")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON only")
+    p.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_only and args.device == "cpu":
+        _fixed_mmap_threshold()  # before any allocation: this process only measures memory
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sizes = (args.sizes.split(",") if args.sizes else
+             [s for s, v in SIZES.items() if device.type == "cuda" or not v[-1]])
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        p.error(f"unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}")
+    native = "cuda" if device.type == "cuda" else "cpp"
+    name, mod = render_backend.select(device, native)
+    if mod is None:
+        p.error(f"the {native} kernels are unavailable: "
+                f"{render_backend.describe()['unavailable'].get(native)}")
+    isa = mod.triplane_isa() if device.type == "cpu" else "cuda"
+    runners = {}
+    for size in sizes:
+        B, C, R, rays, samples, _ = SIZES[size]
+        planes, points = make_inputs(B, C, R, rays, samples, device)
+        for backend in ("torch", native):
+            runners[(size, backend)] = make_runner(backend, planes, points, args.point_grad)
+    if args.memory_only:
+        print(json.dumps([[*case, *rr[2]()] for case, rr in runners.items()]))
+        return 0
+    memories = _memory_columns(argv, runners, device)
+    rows = []
+    for size in sizes:
+        B, C, R, rays, samples, _ = SIZES[size]
+        case_runners = {b: runners[(size, b)][:2] for b in ("torch", native)}
+        times = interleaved_times(case_runners, device, args.repeat)
+        for backend in ("torch", native):
+            fwd, fb = times[backend]
+            saved, peak = memories[(size, backend)]
+            ref_peak = memories[(size, "torch")][1]
+            rows.append({
+                "size": size,
+                "shape": f"{B}x3x{C}x{R}^2, {rays}x{samples}",
+                "backend": "grid_sample" if backend == "torch" else f"{backend} ({isa})",
+                "fwd_ms": round(fwd, 3),
+                "fwd_bwd_ms": round(fb, 3),
+                "speedup_fwd": round(times["torch"][0] / fwd, 2),
+                "speedup_fwd_bwd": round(times["torch"][1] / fb, 2),
+                "saved_mb": round(saved, 2),
+                "bwd_peak_mb": round(peak, 2),
+                "bwd_peak_ratio": round(ref_peak / peak, 1) if peak > 0 else None,
+                "msamples_per_s": round(B * rays * samples / (fb / 1e3) / 1e6, 2),
+            })
+    meta = {"device": str(device), "threads": args.threads, "dtype": "float32",
+            "aggregate": "sum", "point_grad": args.point_grad, "torch": torch.__version__,
+            "repeat": args.repeat}
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"triplane sampling, {device}, {args.threads} threads, fp32, sum, "
+                        f"grad to planes{' and points' if args.point_grad else ''} "
+                        f"(median of {args.repeat})")
+    cols = [("size", "size"), ("shape", "shape"), ("backend", "backend"), ("fwd ms", "fwd_ms"),
+            ("fwd+bwd ms", "fwd_bwd_ms"), ("x fwd", "speedup_fwd"),
+            ("x fwd+bwd", "speedup_fwd_bwd"), ("saved MB", "saved_mb"),
+            ("bwd peak MB", "bwd_peak_mb"), ("grid_sample / peak", "bwd_peak_ratio"),
+            ("Msamples/s", "msamples_per_s")]
+    for title, _ in cols:
+        table.add_column(title, justify="left" if title in ("size", "shape", "backend")
+                         else "right")
+    for row in rows:
+        table.add_row(*(str(row[k]) for _, k in cols))
+    Console(width=200).print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
