@@ -188,7 +188,7 @@ def _train(method: Method, steps: int | None, time_budget: float | None, log):
     time_budget = time_budget if time_budget is not None else (tcfg.time_budget or None)
     rank, _ = world_info()
     ckpt, ckpt_path = prepare_run(method, tcfg, rank, log)
-    prepare(method.device, announce=log if rank == 0 else (lambda *_: None))
+    prepare(method.device)
     out = Path(tcfg.out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -157,18 +157,9 @@ def describe(build: bool = False) -> dict[str, Any]:
     return info
 
 
-def prepare(device: torch.device | str, backend: str | None = None, announce=print) -> str:
+def prepare(device: torch.device | str, backend: str | None = None) -> str:
     """Select (building if needed) the compositing backend for tensors on ``device`` now, so that
-    a first-use kernel build happens before any training clock starts; a build is announced
-    through ``announce`` first. Returns the backend's name."""
-    from neural3d.render import build
-
+    a first-use kernel build (announced on stderr by :mod:`neural3d.render.build`) happens
+    before any training clock starts. Returns the backend's name."""
     device = torch.device(device)
-    forced = requested_backend(backend)
-    kind, name = ("cuda", "cuda") if device.type == "cuda" else ("cpu", "cpp")
-    if forced != "torch" and name not in _modules and name not in _errors \
-            and not build.is_built(kind):
-        announce(f"compiling the {name} compositing kernel on first use (about "
-                 f"{'1 min' if kind == 'cuda' else '40 s'}, once; NEURAL3D_BACKEND=torch "
-                 "skips it)...")
     return select(device, backend)[0]

@@ -156,7 +156,8 @@ def is_built(kind: str = "cpu") -> bool:
 def load_cpu(verbose: bool = False) -> ModuleType:
     """Build (first run only) and import the C++ CPU kernels; if the compiler cannot do OpenMP,
     build them without it (one thread) and say so."""
-    announce = "compiling neural3d CPU kernels (first run only, ~40 s)…"
+    announce = ("compiling neural3d CPU kernels (first run only, 1-2 min; NEURAL3D_BACKEND=torch "
+                "skips it)…")
     try:
         return _load(CPU_NAME, CPU_SOURCES, CPU_CFLAGS, cuda=False, verbose=verbose,
                      announce=announce, ldflags=CPU_LDFLAGS)
@@ -174,7 +175,8 @@ def load_cuda(verbose: bool = False, build_dir: Path | None = None) -> ModuleTyp
     _ensure_cuda_home()
     return _load(CUDA_NAME, CUDA_SOURCES, CUDA_CFLAGS, cuda=True, verbose=verbose,
                  build_dir=build_dir,
-                 announce="compiling neural3d CUDA kernels (first run only, a few minutes)…")
+                 announce="compiling neural3d CUDA kernels (first run only, a few minutes; "
+                          "NEURAL3D_BACKEND=torch skips it)…")
 
 
 def cuda_check(verbose: bool = False) -> int:
