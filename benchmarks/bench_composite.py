@@ -261,17 +261,18 @@ def make_runner(name, layout, inputs, bg):
     return run_fwd, run_fwd_bwd, memory
 
 
-def _memory_columns(argv, runners, device) -> dict:
-    """(saved MB, backward peak MB) per case. On the CPU in a child process that fixes glibc's
-    mmap threshold first (see _fixed_mmap_threshold): done here, it would change the allocator's
-    behaviour, and the timings, for the rest of the run."""
+def _memory_columns(argv, runners, device, script: str = __file__) -> dict:
+    """(saved MB, backward peak MB) per case (the keys of ``runners``). On the CPU in a child
+    process of ``script`` run with ``--memory-only``, which fixes glibc's mmap threshold first
+    (see _fixed_mmap_threshold): done here, it would change the allocator's behaviour, and the
+    timings, for the rest of the run."""
     if device.type != "cpu":
         return {case: rr[2]() for case, rr in runners.items()}
     argv = list(sys.argv[1:] if argv is None else argv)
-    out = subprocess.run([sys.executable, __file__, *argv, "--memory-only"], check=True,
+    out = subprocess.run([sys.executable, script, *argv, "--memory-only"], check=True,
                          capture_output=True, text=True).stdout
-    return {(layout, name): (saved, peak)
-            for layout, name, saved, peak in json.loads(out.strip().splitlines()[-1])}
+    return {(key, name): (saved, peak)
+            for key, name, saved, peak in json.loads(out.strip().splitlines()[-1])}
 
 
 def main(argv=None):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_composite import (  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
     _fixed_mmap_threshold,
     _hwm_kb,
+    _memory_columns,
     _reset_hwm,
     _rss_kb,
     interleaved_times,
@@ -113,17 +113,6 @@ def make_runner(name, planes, points, point_grad):
     return run_fwd, run_fwd_bwd, memory
 
 
-def _memory_columns(argv, runners, device) -> dict:
-    """(saved MB, bwd peak MB) per case; on the CPU from a child process (see the docstring)."""
-    if device.type != "cpu":
-        return {case: rr[2]() for case, rr in runners.items()}
-    argv = list(sys.argv[1:] if argv is None else argv)
-    out = subprocess.run([sys.executable, __file__, *argv, "--memory-only"], check=True,
-                         capture_output=True, text=True).stdout
-    return {(size, name): (saved, peak)
-            for size, name, saved, peak in json.loads(out.strip().splitlines()[-1])}
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -159,7 +148,7 @@ def main(argv=None):
     if args.memory_only:
         print(json.dumps([[*case, *rr[2]()] for case, rr in runners.items()]))
         return 0
-    memories = _memory_columns(argv, runners, device)
+    memories = _memory_columns(argv, runners, device, __file__)
     rows = []
     for size in sizes:
         B, C, R, rays, samples, _ = SIZES[size]

@@ -18,32 +18,6 @@ FUSED = [
 ]
 
 
-@pytest.fixture(scope="session")
-def cpp_ext():
-    """Build (once, cached on disk) and load the C++ CPU kernels."""
-    from neural3d.render import backend
-
-    mod = backend.get_module("cpp")
-    assert mod is not None, f"C++ kernels failed to build: {backend._errors.get('cpp')}"
-    return mod
-
-
-@pytest.fixture(scope="session")
-def cuda_ext():
-    from neural3d.render import backend
-
-    mod = backend.get_module("cuda")
-    assert mod is not None, f"CUDA kernels failed to build: {backend._errors.get('cuda')}"
-    return mod
-
-
-@pytest.fixture
-def fused(request, cpp_ext):
-    name = request.param
-    if name == "cuda":
-        request.getfixturevalue("cuda_ext")
-    return name, torch.device("cuda" if name == "cuda" else "cpu")
-
 
 def make_rays(r, s, c, dtype, device, seed=0, scale=3.0, length=4.0):
     g = torch.Generator().manual_seed(seed)
