@@ -1,5 +1,6 @@
-"""``neural3d data``: write the built-in toy category, preview a dataset, export a dataset as
-nerfstudio/Blender ``transforms.json`` scenes."""
+"""``neural3d data``: write the built-in toy category, check a dataset against the expected
+counts (``data check``), preview a dataset, export a dataset as nerfstudio/Blender
+``transforms.json`` scenes."""
 
 from __future__ import annotations
 
@@ -27,6 +28,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=run_toy)
+
+    c = sub.add_parser("check", help="check an SRN-layout dataset: objects and views per split "
+                       "against the expected counts, image resolution, pose sanity, intrinsics; "
+                       "exit status 1 when anything is wrong")
+    c.add_argument("root", help="dataset root holding <category>_<split> folders "
+                                "(e.g. data/shapenet)")
+    c.add_argument("--category", required=True,
+                   help="cars, chairs (expected counts known) or any other name (e.g. tables)")
+    c.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="one split (default: train and test, and val when present)")
+    c.add_argument("--expect-objects", default=None, metavar="N|SPLIT=N,...",
+                   help="expected object count (all splits, or per split: train=64,test=8); "
+                        "default: the SRN release's for cars/chairs")
+    c.add_argument("--expect-views", default=None, metavar="N|SPLIT=N,...",
+                   help="expected views per object, as --expect-objects")
+    c.add_argument("--expect-res", type=int, default=None,
+                   help="image size in pixels (default 128 for cars/chairs; other categories: "
+                        "the size each intrinsics.txt declares)")
+    c.add_argument("--pose-atol", type=float, default=1e-3,
+                   help="tolerance of the rigid-pose check (1e-3)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=run_check)
 
     v = sub.add_parser("preview", help="write a contact sheet PNG of a few objects and views")
     v.add_argument("dir", help="dataset folder (SRN layout), a split folder or an object")
@@ -70,6 +93,44 @@ def run_toy(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(f'{k}: {c} objects' for k, c in n.items())} to {args.out} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def per_split(value: str | None, option: str) -> dict[str, int] | None:
+    """``"N"`` (every split) or ``"train=N,test=M"`` -> ``{split: N}``; errors name the option."""
+    from neural3d.config import ConfigError
+    from neural3d.data.check import SPLITS
+
+    if value is None:
+        return None
+    try:
+        if "=" not in value:
+            return dict.fromkeys(SPLITS, int(value))
+        out = {}
+        for part in value.split(","):
+            k, v = part.split("=")
+            if k.strip() not in SPLITS:
+                raise ValueError
+            out[k.strip()] = int(v)
+    except ValueError:
+        raise ConfigError(f"{option}: expected N or SPLIT=N[,SPLIT=N] with SPLIT in "
+                          f"{'/'.join(SPLITS)}, got {value!r}") from None
+    if min(out.values()) < 0:
+        raise ConfigError(f"{option}: counts must be >= 0, got {value!r}")
+    return out
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from neural3d.commands._common import check_options
+    from neural3d.config import at_least, positive
+    from neural3d.data.check import check_dataset, format_report
+
+    check_options(args, expect_res=at_least(1), pose_atol=positive())
+    reports = check_dataset(args.root, args.category, [args.split] if args.split else None,
+                            per_split(args.expect_objects, "--expect-objects"),
+                            per_split(args.expect_views, "--expect-views"), args.expect_res,
+                            args.pose_atol, progress=not args.quiet)
+    print(format_report(reports))
+    return 0 if all(r.ok for r in reports) else 1
 
 
 def run_preview(args: argparse.Namespace) -> int:
