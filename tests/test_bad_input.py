@@ -20,6 +20,7 @@ from PIL import Image
 
 from neural3d.cli import main
 from neural3d.data import DataError, SRNCategory, read_transforms
+from neural3d.train.checkpoint import CheckpointError
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -126,8 +127,8 @@ def ssdnerf_run(tmp_path_factory):
 # ============================================================================ security
 def test_crafted_ssdnerf_checkpoint_cannot_choose_where_files_go(ssdnerf_run, tmp_path, capsys):
     """The cache path, count and shape of a checkpoint never make the library create or write
-    files: absolute and '..' paths are refused, sizes must fit the config, a missing cache file
-    is an error naming it."""
+    files: '..' paths are refused, absolute ones only read, sizes must fit the config, a missing
+    cache file is an error naming it."""
     import neural3d
 
     ckpt = torch.load(ssdnerf_run / "checkpoints" / "last.pt", weights_only=True)
@@ -155,24 +156,22 @@ def test_crafted_ssdnerf_checkpoint_cannot_choose_where_files_go(ssdnerf_run, tm
         assert tree(tmp_path) == before, name          # nothing created anywhere
         assert not attack.exists()
     # a relative path inside the run folder whose files are missing: an error naming the file,
-    # at first use of the latents, and nothing created
+    # when loading, and nothing created
     run = tmp_path / "missing" / "run"
     (run / "checkpoints").mkdir(parents=True)
     torch.save(ckpt, run / "checkpoints" / "last.pt")
-    m = neural3d.load(run / "checkpoints" / "last.pt")
-    with pytest.raises(FileNotFoundError, match=r"missing/run/latents/latents\.f32"):
-        _ = m.latents
-    with pytest.raises(FileNotFoundError, match=r"latents\.f32"):
-        _ = m.mean_latent
+    with pytest.raises(CheckpointError, match=r"missing/run/latents/latents\.f32: latent cache "
+                                              r"file is missing"):
+        neural3d.load(run / "checkpoints" / "last.pt")
     assert not (run / "latents").exists()
 
 
-def test_config_cache_path_must_stay_in_the_run_folder(tmp_path, capsys):
-    cli_error(capsys, ["train", "ssdnerf", f"train.out_dir={tmp_path / 'r'}",
-                       f"optim.cache_path={tmp_path / 'elsewhere'}"], "optim.cache_path")
+def test_config_cache_path_cannot_climb_out_of_the_run_folder(tmp_path, capsys):
     cli_error(capsys, ["train", "ssdnerf", f"train.out_dir={tmp_path / 'r'}",
                        "optim.cache_path=../up"], "optim.cache_path")
-    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "r").exists()
+    cli_error(capsys, ["train", "ssdnerf", f"train.out_dir={tmp_path / 'r'}",
+                       f"optim.cache_path={tmp_path / 'a' / '..' / 'up'}"], "optim.cache_path")
+    assert not (tmp_path / "up").exists() and not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("file_path", ["../outside", "../../outside.png", "ABS",

@@ -165,3 +165,40 @@ def test_cli_train_and_sample(data_root, tmp_path, capsys):
     assert main(["train", "nosuchmethod", "--config", str(tmp_path / "tiny.yaml")]) == 2
     assert main(["train", "ssdnerf", "--config", str(tmp_path / "tiny.yaml"),
                  "optim.moed=single"]) == 2
+
+
+def test_file_backed_cache_relative_or_absolute_and_missing_is_named(data_root, tmp_path,
+                                                                     capsys):
+    """The cache path is stored as given (relative to the run, or absolute); a deleted cache
+    is a one-line error naming its file, when loading and when resuming (no zero restart)."""
+    from neural3d.cli import main
+    from neural3d.train import CheckpointError
+
+    rel = tiny_config(data_root, tmp_path / "rel", steps=2)
+    rel.optim.cache_path = "latents"
+    train(rel)
+    ab = tiny_config(data_root, tmp_path / "abs", steps=2)
+    ab.optim.cache_path = str(tmp_path / "elsewhere" / "cache")
+    train(ab)
+    a = load_ssdnerf(tmp_path / "rel/checkpoints/last.pt")
+    b = load_ssdnerf(tmp_path / "abs/checkpoints/last.pt")
+    assert torch.equal(a.latents, b.latents) and a.latents.abs().sum() > 0
+    assert not (tmp_path / "abs" / "elsewhere").exists()
+    assert (tmp_path / "elsewhere/cache/latents.f32").is_file()
+    state = torch.load(tmp_path / "abs/checkpoints/last.pt", weights_only=True)
+    assert state["optimizers"]["latents"]["cache"]["path"] == str(tmp_path / "elsewhere/cache")
+
+    gone = tmp_path / "rel" / "latents" / "latents.f32"
+    gone.unlink()
+    ckpt = tmp_path / "rel/checkpoints/last.pt"
+    with pytest.raises(CheckpointError, match=rf"{gone}: latent cache file is missing"):
+        load_ssdnerf(ckpt)
+    assert main(["sample", "ssdnerf", str(ckpt), "--num", "1", "--out", str(tmp_path / "s"),
+                 "--frames", "2", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{gone}: latent cache file is missing" in err
+    more = tiny_config(data_root, tmp_path / "rel", steps=4)
+    more.optim.cache_path = "latents"
+    with pytest.raises(CheckpointError, match=rf"{gone}: latent cache file is missing"):
+        train(more)
+    assert not gone.exists()  # the zero-filled file made while building is removed again

@@ -173,6 +173,11 @@ class Method:
     def loaded(self, ckpt: Mapping[str, Any]) -> None:
         """Hook after :meth:`from_checkpoint` filled ``self.modules`` (e.g. read extra state)."""
 
+    def check_files(self) -> None:
+        """Hook after :func:`rebuild` set :attr:`checkpoint_path`: check that files the
+        checkpoint refers to but does not hold (e.g. a latent cache in its run folder) exist,
+        raising :class:`~neural3d.train.checkpoint.CheckpointError` naming a missing one."""
+
     # ------------------------------------------------------------------ capabilities
     def sample(self, num: int, seed: int = 0, **opts):
         """``num`` samples (a list of states for 3D methods, an image tensor for 2D ones)."""
@@ -376,11 +381,12 @@ def rebuild(ckpt: Mapping[str, Any], path: str | Path, device: str | torch.devic
     cls = get_method(name)
     try:
         inst = cls.from_checkpoint(ckpt, device, ema)
+        inst.checkpoint_path = str(path)
+        inst.checkpoint_step = int(ckpt.get("step", 0))
+        inst.check_files()
     except (ConfigError, CheckpointError) as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's record does not fit method {name!r} "
                               f"({type(exc).__name__}: {exc})") from exc
-    inst.checkpoint_path = str(path)
-    inst.checkpoint_step = int(ckpt.get("step", 0))
     return inst

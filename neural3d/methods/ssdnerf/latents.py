@@ -29,24 +29,25 @@ from neural3d.train.checkpoint import CheckpointError
 
 
 def cache_folder(root: str | Path, path: str | Path, what: str = "latent cache path") -> Path:
-    """``root / path`` for a cache ``path`` that must stay inside ``root`` (the run folder):
-    absolute paths and ``..`` are refused (:class:`CheckpointError` naming ``what``), so neither a
-    config nor a checkpoint can point the cache's files elsewhere."""
+    """The folder of a cache ``path``: absolute as given, else relative to ``root`` (the run
+    folder); ``..`` and an empty path are refused (:class:`CheckpointError` naming ``what``), so a
+    relative path cannot leave the run folder."""
     p = Path(str(path))
-    if p.is_absolute() or ".." in p.parts or str(path).strip() in ("", "."):
-        raise CheckpointError(f"{what} {str(path)!r} must be a folder name inside the run folder "
-                         "(relative, without '..')")
-    return Path(root) / p
+    if ".." in p.parts or str(path).strip() in ("", "."):
+        raise CheckpointError(f"{what} {str(path)!r} must be an absolute folder or a folder "
+                              "name inside the run folder (relative, without '..')")
+    return p if p.is_absolute() else Path(root) / p
 
 
 class LatentCache:
     """``N`` latents of shape ``shape`` plus Adam moments; in memory or file-backed.
 
-    File-backed (``path`` given): the files live in ``root / path`` (``root`` is the run folder,
-    ``path`` a relative folder name, see :func:`cache_folder`) and are created zero-filled when
-    missing (training only); the checkpoint stores ``path`` (relative), ``num``, ``shape`` and
-    the step counts, never the tensors. :func:`read_latents` reads them back for inference
-    without creating anything."""
+    File-backed (``path`` given): the files live in ``path`` (absolute, or relative to ``root``,
+    the run folder, see :func:`cache_folder`) and are created zero-filled when missing (a new
+    training run); the checkpoint stores ``path`` as given, ``num``, ``shape`` and the step
+    counts, never the tensors. Resuming (:meth:`load_state_dict`) from a checkpoint whose files
+    are gone is an error naming them, not a restart from zeros. :func:`read_latents` reads them
+    back for inference without creating anything."""
 
     FIELDS = ("latents", "exp_avg", "exp_avg_sq")
 
@@ -59,10 +60,13 @@ class LatentCache:
                              f"{self.num} x {list(self.shape)}")
         self.rel = str(path) if path else None
         self.path = cache_folder(root, path) if path else None
+        self.created: list[Path] = []   # files this instance made (zero-filled)
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
             n = self.num * math.prod(self.shape)
             fresh = not (self.path / "latents.f32").is_file()
+            self.created = [self.path / f"{k}.f32" for k in self.FIELDS
+                            if not (self.path / f"{k}.f32").is_file()]
             for k in self.FIELDS:
                 f = self.path / f"{k}.f32"
                 if f.is_file() and f.stat().st_size != 4 * n:
@@ -110,7 +114,9 @@ class LatentCache:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the counts and shape must match; a file-backed state must name this cache's
-        own folder (its files already hold the tensors); an in-memory state is copied."""
+        own folder and its files must have existed before this cache was made (they hold the
+        tensors: files created now hold zeros, so they are removed again and the missing one
+        named); an in-memory state is copied."""
         check_state(state, self.shape)
         if int(state["num"]) != self.num:
             raise CheckpointError(f"latent cache mismatch: checkpoint has {state['num']} x "
@@ -123,6 +129,12 @@ class LatentCache:
             where = "in memory" if self.rel is None else f"in {self.rel!r}"
             raise CheckpointError(f"latent cache mismatch: the checkpoint's latents are in the "
                                   f"files of {state['path']!r}, this run keeps them {where}")
+        elif self.created:
+            missing = self.created[0]
+            for f in self.created:
+                f.unlink(missing_ok=True)
+            raise CheckpointError(f"{missing}: latent cache file is missing (the checkpoint "
+                                  "keeps its latents there; restore it, or start a new run)")
         self.steps.copy_(state["steps"])
 
 
@@ -150,26 +162,34 @@ def check_state(state: Any, shape: Sequence[int]) -> None:
         cache_folder(".", state.get("path") or "", "checkpoint's latent cache path")
 
 
+def cache_file(root: str | Path, state: dict[str, Any], shape: Sequence[int]) -> Path:
+    """The ``latents.f32`` of a file-backed checkpoint cache ``state`` (path absolute, or
+    relative to the run folder ``root``), checked to exist with the size ``num x shape``
+    float32: :class:`CheckpointError` naming the file otherwise. Reads and creates nothing."""
+    check_state(state, shape)
+    f = cache_folder(root, state["path"], "checkpoint's latent cache path") / "latents.f32"
+    if not f.is_file():
+        raise CheckpointError(f"{f}: latent cache file is missing (the checkpoint keeps its "
+                              "latents there)")
+    need = 4 * int(state["num"]) * math.prod(int(s) for s in shape)
+    if f.stat().st_size != need:
+        raise CheckpointError(f"{f}: holds {f.stat().st_size} bytes, the checkpoint needs {need} "
+                              f"({state['num']} x {list(shape)} float32)")
+    return f
+
+
 def read_latents(root: str | Path, state: dict[str, Any], shape: Sequence[int]) -> torch.Tensor:
     """The latents ``[num, *shape]`` of a checkpoint's cache ``state`` for inference, read
-    (never created or written) from ``root / state["path"]`` when file-backed; ``root`` is the
-    run folder. Sizes are checked against ``shape`` (from the config) and the file size; a
-    missing file is an error naming it."""
+    (never created or written) from :func:`cache_file` when file-backed; ``root`` is the run
+    folder."""
     import numpy as np
 
     check_state(state, shape)
     if "latents" in state:
         return state["latents"]
-    num = int(state["num"])
-    f = cache_folder(root, state["path"], "checkpoint's latent cache path") / "latents.f32"
-    if not f.is_file():
-        raise FileNotFoundError(f"{f}: latent cache file is missing (the checkpoint keeps its "
-                                "latents there)")
-    need = 4 * num * math.prod(int(s) for s in shape)
-    if f.stat().st_size != need:
-        raise CheckpointError(f"{f}: holds {f.stat().st_size} bytes, the checkpoint needs {need} "
-                         f"({num} x {list(shape)} float32)")
-    return torch.from_numpy(np.fromfile(f, dtype=np.float32)).view(num, *[int(s) for s in shape])
+    f = cache_file(root, state, shape)
+    return torch.from_numpy(np.fromfile(f, dtype=np.float32)).view(
+        int(state["num"]), *[int(s) for s in shape])
 
 
 class LatentAdam:

@@ -15,7 +15,7 @@ import torch
 
 from neural3d.methods.registry import Built, Method, load_weights, module_states, register_method
 from neural3d.methods.ssdnerf.config import SSDNeRFConfig
-from neural3d.methods.ssdnerf.latents import check_state, read_latents
+from neural3d.methods.ssdnerf.latents import cache_file, check_state, read_latents
 from neural3d.methods.ssdnerf.model import SSDNeRFModel
 from neural3d.methods.ssdnerf.recon import MODES, reconstruct
 from neural3d.methods.ssdnerf.train import build, load_split, make_step_fn
@@ -73,9 +73,11 @@ class SSDNeRF(Method):
     def from_checkpoint(cls, ckpt, device="cpu", ema="auto") -> SSDNeRF:
         """The model (EMA weights per :func:`use_ema`) and the training latents: kept in the
         checkpoint, or (file-backed cache) read on first use of :attr:`latents` from the run
-        folder of :attr:`checkpoint_path` (``RUN/checkpoints/last.pt`` -> ``RUN/<cache_path>``).
-        The checkpoint's cache state is validated now (counts and shape against the config,
-        a relative path inside the run folder); nothing is created or written. An export
+        folder of :attr:`checkpoint_path` (``RUN/checkpoints/last.pt`` -> ``RUN/<cache_path>``,
+        or the absolute ``cache_path``). The checkpoint's cache state is validated now (counts
+        and shape against the config, no ``..`` in the path) and :meth:`check_files` checks the
+        file when :func:`~neural3d.methods.registry.load` sets the path; nothing is created or
+        written. An export
         (:mod:`neural3d.methods.weights`) holds no training latents, only their mean
         (``ckpt["tensors"]["mean_latent"]``)."""
         method = cls(cls.config_from_record(ckpt["record"]), device)
@@ -94,6 +96,19 @@ class SSDNeRF(Method):
             method._mean = mean.to(method.device)
         return method
 
+    def check_files(self) -> None:
+        """A file-backed latent cache must be there (its ``latents.f32``, of the right size):
+        loading a checkpoint whose cache was deleted is an error naming the file."""
+        if self._cache_state is not None and "latents" not in self._cache_state:
+            cache_file(self._run_folder(), self._cache_state, self.model.latent_shape)
+
+    def _run_folder(self) -> Path:
+        """The run folder of :attr:`checkpoint_path` (``RUN/checkpoints/last.pt`` -> ``RUN``)."""
+        if self.checkpoint_path is None:
+            raise CheckpointError("file-backed latents are read from the run folder of the "
+                                  "checkpoint: load it with neural3d.load(path)")
+        return Path(self.checkpoint_path).resolve().parent.parent
+
     @property
     def model(self) -> SSDNeRFModel:
         return self.modules["model"]
@@ -102,10 +117,7 @@ class SSDNeRF(Method):
     def latents(self) -> torch.Tensor | None:
         """The training latents ``[N, 3, C, R, R]`` (None when the checkpoint holds none)."""
         if self._latents is None and self._cache_state is not None:
-            if "latents" not in self._cache_state and self.checkpoint_path is None:
-                raise CheckpointError("file-backed latents are read from the run folder of the "
-                                      "checkpoint: load it with neural3d.load(path)")
-            root = Path(self.checkpoint_path or ".").resolve().parent.parent
+            root = Path(".") if "latents" in self._cache_state else self._run_folder()
             self._latents = read_latents(root, self._cache_state, self.model.latent_shape)
         return self._latents
 
