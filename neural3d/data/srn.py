@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from neural3d.data.core import (
     IMAGE_EXTS,
@@ -274,3 +275,37 @@ class SRNCategory:
 
 #: SSDNeRF's ABO tables are in the same (SRN/pixelNeRF) layout: ``ABOCategory(root, "tables")``.
 ABOCategory = SRNCategory
+
+
+def read_posed_image(image: str | Path, pose: str | Path, size: tuple[int, int],
+                     intrinsics: str | Path | None = None,
+                     default_intrinsics: tuple[float, float, float, float] | None = None,
+                     background: Background | None = None):
+    """One user image as a posed view at ``size = (H, W)``: ``(images [1,H,W,3], Cameras)``.
+
+    ``pose``: an SRN pose file (OpenCV c2w). ``intrinsics``: an SRN ``intrinsics.txt``, whose
+    ``f cx cy`` hold for its declared ``H W`` (the image may be any size of the same aspect);
+    without it, ``default_intrinsics`` ``(fx, fy, cx, cy)`` at ``size`` (the image is taken to
+    span the same field of view). The image is resized to ``size`` (antialiased) and the
+    intrinsics scaled with it. Errors are :class:`DataError` naming the file."""
+    from neural3d.cameras import Cameras
+    from neural3d.data.core import resize_images
+
+    background = WHITE if background is None else tuple(float(c) for c in background)
+    img, _ = load_image(image, background)
+    c2w = read_srn_pose(pose)
+    H, W = size
+    ih, iw = img.shape[:2]
+    if intrinsics is not None:
+        f, cx, cy, h0, w0 = read_srn_intrinsics(intrinsics)
+        if abs(ih / h0 - iw / w0) > 1e-6 * max(ih / h0, iw / w0) + 1e-3:
+            raise DataError(f"{image}: image is {iw}x{ih}, intrinsics {intrinsics} say "
+                            f"{w0}x{h0} (aspect ratio differs)")
+        sx, sy = W / w0, H / h0
+        fx, fy, cx, cy = f * sx, f * sy, cx * sx, cy * sy
+    elif default_intrinsics is not None:
+        fx, fy, cx, cy = default_intrinsics
+    else:
+        raise ValueError("read_posed_image needs intrinsics or default_intrinsics")
+    images = resize_images(torch.from_numpy(img)[None], (H, W))
+    return images, Cameras(torch.as_tensor(c2w, dtype=torch.float32)[None], fx, fy, cx, cy, W, H)

@@ -15,7 +15,8 @@ A method is a subclass of :class:`Method` decorated with :func:`register_method`
         def sample(self, num, seed=0, **opts) -> list: ...      # states (latents, images, ...)
         def render(self, state, cameras) -> Tensor: ...         # [V, H, W, 3] in [0, 1]
         def reconstruct(self, images, cameras, **opts): ...     # a state from posed views
-        def export(self, out, **opts) -> list[Path]: ...        # meshes (neural3d export)
+        def export(self, out, **opts) -> list[Path]: ...        # meshes (neural3d export;
+        #   state=: mesh a reconstructed state, for methods that reconstruct)
         # with `render`: where viewers start (neural3d view)
         def home_camera(self) -> Cameras: ...
         # not a capability: tensors that a safetensors export keeps besides the weights

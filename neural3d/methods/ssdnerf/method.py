@@ -161,7 +161,7 @@ class SSDNeRF(Method):
             parser.add_argument("--radius", type=float, default=1.3)
             parser.add_argument("--elevation", type=float, default=20.0)
             parser.add_argument("--fps", type=int, default=12)
-        if command == "eval nvs":
+        if command in ("eval nvs", "reconstruct"):
             parser.add_argument("--recon", dest="mode", default="guided_finetune",
                                 choices=list(MODES), help="reconstruction mode")
             parser.add_argument("--guidance-scale", type=float, default=None)
@@ -229,12 +229,15 @@ class SSDNeRF(Method):
 
     @torch.no_grad()
     def export(self, out: Path, res: int = 128, level: float | None = None,
-               sample_index: int = 0, seed: int = 0) -> list[Path]:
+               sample_index: int = 0, seed: int = 0, state: torch.Tensor | None = None
+               ) -> list[Path]:
         """A marching-cubes mesh with vertex colours (``out``'s suffix: PLY, OBJ, GLB) of
-        sample ``sample_index``: the last of :meth:`sample` ``(sample_index + 1, seed)``."""
+        ``state`` (a latent ``[1,3,C,R,R]``, e.g. from :meth:`reconstruct`), else of sample
+        ``sample_index``: the last of :meth:`sample` ``(sample_index + 1, seed)``."""
         from neural3d.export import export_mesh
 
-        latent = self.sample(sample_index + 1, seed)[sample_index]
+        latent = (self.sample(sample_index + 1, seed)[sample_index] if state is None
+                  else state.to(next(self.model.parameters()).device))
         field = self.model.field
 
         def density(p: torch.Tensor) -> torch.Tensor:
