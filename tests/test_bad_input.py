@@ -127,8 +127,8 @@ def ssdnerf_run(tmp_path_factory):
 # ============================================================================ security
 def test_crafted_ssdnerf_checkpoint_cannot_choose_where_files_go(ssdnerf_run, tmp_path, capsys):
     """The cache path, count and shape of a checkpoint never make the library create or write
-    files: '..' paths are refused, absolute ones only read, sizes must fit the config, a missing
-    cache file is an error naming it."""
+    files: absolute and '..' paths are refused, sizes must fit the config, a missing cache file
+    is an error naming it."""
     import neural3d
 
     ckpt = torch.load(ssdnerf_run / "checkpoints" / "last.pt", weights_only=True)
@@ -166,12 +166,15 @@ def test_crafted_ssdnerf_checkpoint_cannot_choose_where_files_go(ssdnerf_run, tm
     assert not (run / "latents").exists()
 
 
-def test_config_cache_path_cannot_climb_out_of_the_run_folder(tmp_path, capsys):
+def test_config_cache_path_must_stay_in_the_run_folder(tmp_path, capsys):
+    cli_error(capsys, ["train", "ssdnerf", f"train.out_dir={tmp_path / 'r'}",
+                       f"optim.cache_path={tmp_path / 'elsewhere'}"], "optim.cache_path")
     cli_error(capsys, ["train", "ssdnerf", f"train.out_dir={tmp_path / 'r'}",
                        "optim.cache_path=../up"], "optim.cache_path")
     cli_error(capsys, ["train", "ssdnerf", f"train.out_dir={tmp_path / 'r'}",
                        f"optim.cache_path={tmp_path / 'a' / '..' / 'up'}"], "optim.cache_path")
     assert not (tmp_path / "up").exists() and not (tmp_path / "r").exists()
+    assert not (tmp_path / "elsewhere").exists()
 
 
 @pytest.mark.parametrize("file_path", ["../outside", "../../outside.png", "ABS",

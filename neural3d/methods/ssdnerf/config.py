@@ -98,8 +98,8 @@ class OptimConfig:
     latent_init_std: float = 0.0
     decoder_lr: float = 1e-3
     unet_lr: float = 1e-4
-    cache_path: str = ""            # "" = latents in RAM; else a folder of file-backed tensors:
-    #                                 absolute, or relative to train.out_dir (stored as given)
+    cache_path: str = ""            # "" = latents in RAM; else a folder (relative, inside
+    #                                 train.out_dir; stored relative) of file-backed tensors
     mode: str = "single"            # single | two_stage
     stage1_steps: int = 0           # two_stage: steps that fit latents + decoder only
 
@@ -107,9 +107,9 @@ class OptimConfig:
         if self.mode not in ("single", "two_stage"):
             raise invalid("mode", f"must be 'single' or 'two_stage', got {self.mode!r}")
         p = Path(self.cache_path)
-        if self.cache_path and ".." in p.parts:
-            raise invalid("cache_path", f"must be an absolute folder or one inside "
-                                        f"train.out_dir (without '..'), got {self.cache_path!r}")
+        if self.cache_path and (p.is_absolute() or ".." in p.parts):
+            raise invalid("cache_path", f"must be a folder inside train.out_dir (relative, "
+                                        f"without '..'), got {self.cache_path!r}")
 
 
 @dataclass

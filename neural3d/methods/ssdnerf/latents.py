@@ -29,25 +29,25 @@ from neural3d.train.checkpoint import CheckpointError
 
 
 def cache_folder(root: str | Path, path: str | Path, what: str = "latent cache path") -> Path:
-    """The folder of a cache ``path``: absolute as given, else relative to ``root`` (the run
-    folder); ``..`` and an empty path are refused (:class:`CheckpointError` naming ``what``), so a
-    relative path cannot leave the run folder."""
+    """``root / path`` for a cache ``path`` that must stay inside ``root`` (the run folder):
+    absolute paths and ``..`` are refused (:class:`CheckpointError` naming ``what``), so neither a
+    config nor a checkpoint can point the library's reads or writes elsewhere."""
     p = Path(str(path))
-    if ".." in p.parts or str(path).strip() in ("", "."):
-        raise CheckpointError(f"{what} {str(path)!r} must be an absolute folder or a folder "
-                              "name inside the run folder (relative, without '..')")
-    return p if p.is_absolute() else Path(root) / p
+    if p.is_absolute() or ".." in p.parts or str(path).strip() in ("", "."):
+        raise CheckpointError(f"{what} {str(path)!r} must be a folder name inside the run folder "
+                              "(relative, without '..')")
+    return Path(root) / p
 
 
 class LatentCache:
     """``N`` latents of shape ``shape`` plus Adam moments; in memory or file-backed.
 
-    File-backed (``path`` given): the files live in ``path`` (absolute, or relative to ``root``,
-    the run folder, see :func:`cache_folder`) and are created zero-filled when missing (a new
-    training run); the checkpoint stores ``path`` as given, ``num``, ``shape`` and the step
-    counts, never the tensors. Resuming (:meth:`load_state_dict`) from a checkpoint whose files
-    are gone is an error naming them, not a restart from zeros. :func:`read_latents` reads them
-    back for inference without creating anything."""
+    File-backed (``path`` given): the files live in ``root / path`` (``root`` is the run folder,
+    ``path`` a relative folder name, see :func:`cache_folder`) and are created zero-filled when
+    missing (a new training run); the checkpoint stores ``path`` (relative), ``num``, ``shape``
+    and the step counts, never the tensors. Resuming (:meth:`load_state_dict`) from a
+    checkpoint whose files are gone is an error naming them, not a restart from zeros.
+    :func:`read_latents` reads them back for inference without creating anything."""
 
     FIELDS = ("latents", "exp_avg", "exp_avg_sq")
 
@@ -163,8 +163,8 @@ def check_state(state: Any, shape: Sequence[int]) -> None:
 
 
 def cache_file(root: str | Path, state: dict[str, Any], shape: Sequence[int]) -> Path:
-    """The ``latents.f32`` of a file-backed checkpoint cache ``state`` (path absolute, or
-    relative to the run folder ``root``), checked to exist with the size ``num x shape``
+    """The ``latents.f32`` of a file-backed checkpoint cache ``state`` (its path relative to the
+    run folder ``root``), checked to exist with the size ``num x shape``
     float32: :class:`CheckpointError` naming the file otherwise. Reads and creates nothing."""
     check_state(state, shape)
     f = cache_folder(root, state["path"], "checkpoint's latent cache path") / "latents.f32"
