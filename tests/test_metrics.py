@@ -236,3 +236,50 @@ def test_fid_self_zero_and_monotone_in_noise():
     fids = [fid_from_features(f0, ext((base + sigma * noise).clamp(0, 1)))
             for sigma in (0.05, 0.15, 0.4)]
     assert 1.0 < fids[0] < fids[1] < fids[2], fids
+
+
+def test_to_8bit_rounds_like_a_saved_png():
+    from neural3d.metrics import to_8bit
+
+    x = torch.tensor([0.0, 0.5, 1 / 510 - 1e-4, 1 / 510 + 1e-4, 1.2, -0.1], dtype=torch.float64)
+    assert to_8bit(x).tolist() == pytest.approx([0, 128 / 255, 0, 1 / 255, 1, 0])
+    u8 = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(to_8bit(u8), u8.float() / 255)
+    assert torch.equal(to_8bit(to_8bit(u8)), u8.float() / 255)  # idempotent on 8-bit values
+
+
+@pytest.mark.parametrize("n", [30, 90])
+def test_feature_stats_stream_merge_and_round_trip(tmp_path, n):
+    from neural3d.metrics.fid import FeatureStats, fid_from_stats
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(n, 40)), rng.normal(0.3, 1.2, size=(70, 40))
+    st = FeatureStats(40)
+    for chunk in np.array_split(a, 7):
+        st.add(chunk)
+    assert st.n == n and (st.features() is None) == (n > 40)  # rows kept up to D, then sums
+    mu, cov = st.mean_cov()
+    assert np.allclose(mu, a.mean(0)) and np.allclose(cov, np.cov(a, rowvar=False))
+    halves = FeatureStats(40).add(a[: n // 3]).merge(FeatureStats(40).add(a[n // 3:]))
+    assert np.allclose(halves.mean_cov()[1], cov)
+    st.save(tmp_path / "s.npz")
+    back = FeatureStats.load(tmp_path / "s.npz")
+    assert back.n == n and np.allclose(back.mean_cov()[1], cov)
+    sb = FeatureStats(40).add(b)
+    assert fid_from_stats(st, sb) == pytest.approx(
+        frechet_distance(*st.mean_cov(), *sb.mean_cov()), rel=1e-6, abs=1e-6)
+
+
+def test_feature_stats_reservoir_is_a_uniform_sample(tmp_path):
+    from neural3d.metrics.fid import FeatureStats
+
+    st = FeatureStats(4, reservoir=50, seed=0)
+    rows = np.repeat(np.arange(1000, dtype=np.float64)[:, None], 4, 1)
+    for chunk in np.array_split(rows, 13):
+        st.add(chunk)
+    assert st.features() is None and st.kid_features().shape == (50, 4)
+    ids = st.kid_features()[:, 0]
+    assert len(set(ids)) == 50 and set(ids) <= set(range(1000))
+    assert 300 < ids.mean() < 700  # spread over the stream, not its first rows
+    st.save(tmp_path / "r.npz")
+    assert np.array_equal(FeatureStats.load(tmp_path / "r.npz").kid_features(), st.kid_features())

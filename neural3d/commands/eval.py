@@ -70,7 +70,9 @@ def task_parser(task: str, method_cls=None) -> argparse.ArgumentParser:
         q.add_argument("--lpips-net", default="vgg", choices=["vgg", "alex"])
     else:
         q.add_argument("--num", type=int, default=64)
-        q.add_argument("--poses-per-sample", type=int, default=4)
+        q.add_argument("--poses-per-sample", type=int, default=4, help="0: all poses")
+        q.add_argument("--preset", default=None, choices=["paper"],
+                       help="paper: one sample per test object at all its poses (SSDNeRF)")
         q.add_argument("--seed", type=int, default=0)
     if method_cls is not None:
         method_cls.add_arguments(f"eval {task}", q)
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     cls = _method_class(args.rest)
     opts = task_parser(args.task, cls).parse_args(args.rest)
     check_options(opts, max_objects=at_least(0), num=at_least(1),
-                  poses_per_sample=at_least(1), finetune_steps=at_least(0),
+                  poses_per_sample=at_least(0), finetune_steps=at_least(0),
                   guidance_scale=at_least(0))
     device = setup_runtime(opts)
     out = opts.out or str(Path(opts.ckpt).resolve().parent.parent / f"eval_{args.task}")
@@ -142,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
                                   poses_per_sample=opts.poses_per_sample, seed=opts.seed,
                                   device=str(device), inception=opts.inception, progress=True,
                                   sample_options=method_opts,
-                                  reference_stats=opts.reference_stats)
-        print(f"FID {res['fid']}  KID {res.get('kid')}")
+                                  reference_stats=opts.reference_stats, preset=opts.preset)
+        print(f"FID {res['fid']}  KID x1e3 {res.get('kid_x1e3')}")
     print(f"results: {res['paths']['json']}")
     print(f"table: {res['paths']['markdown']}")
     return 0

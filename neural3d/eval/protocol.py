@@ -114,14 +114,20 @@ def as_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
+#: rows of each image set kept for KID beyond 2048 images (StyleGAN2-ADA draws 100 subsets of
+#: at most 1000; we draw them from a uniform random sample of this many)
+KID_RESERVOIR = 10000
+
+
 def inception_stats(ds, ext, ids: Sequence[str] | None = None, progress: bool = False):
-    """:class:`~neural3d.metrics.fid.FeatureStats` of every image of objects ``ids`` (default:
-    all) of the dataset ``ds``, read and featurised one object at a time."""
+    """:class:`~neural3d.metrics.fid.FeatureStats` (with a KID reservoir) of every image of
+    objects ``ids`` (default: all) of the dataset ``ds``, read and featurised one object at a
+    time."""
     from tqdm.auto import tqdm
 
     from neural3d.metrics.fid import FeatureStats
 
-    stats = FeatureStats()
+    stats = FeatureStats(reservoir=KID_RESERVOIR)
     for oid in tqdm(list(ids if ids is not None else ds.object_ids), unit="obj",
                     desc="inception stats", disable=not progress):
         stats.add(ext(as_uint8(ds.read(oid).images)))
@@ -163,17 +169,20 @@ def write_reference_stats(data: str | Path, out: str | Path, split: str = "test"
 
 
 def fid_kid(renders, reals, kid: bool = False) -> dict[str, Any]:
-    """FID (and KID) of two :class:`~neural3d.metrics.fid.FeatureStats`; KID needs both sets'
-    features (kept up to 2048 images), else it is ``None``."""
+    """FID (and KID, also ×10³ as the papers report it) of two
+    :class:`~neural3d.metrics.fid.FeatureStats`; KID uses all features (kept up to 2048 images)
+    or the sets' reservoir samples, else it is ``None``."""
     from neural3d.metrics import kid_from_features
     from neural3d.metrics.fid import fid_from_stats
 
     out: dict[str, Any] = {"fid": fid_from_stats(renders, reals),
                            "fid_images": [renders.n, reals.n]}
     if kid:
-        fa, fb = renders.features(), reals.features()
+        fa, fb = renders.kid_features(), reals.kid_features()
         out["kid"] = (kid_from_features(fa, fb) if fa is not None and fb is not None
                       and min(len(fa), len(fb)) >= 2 else None)
+        out["kid_x1e3"] = None if out["kid"] is None else 1e3 * out["kid"]
+        out["kid_images"] = [len(fa) if fa is not None else 0, len(fb) if fb is not None else 0]
     return out
 
 
@@ -432,18 +441,26 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
                         inception: str | None = None, max_reference: int | None = None,
                         adapter=None, progress: bool = False,
                         sample_options: dict | None = None,
-                        reference_stats: str | Path | None = None) -> dict[str, Any]:
+                        reference_stats: str | Path | None = None,
+                        preset: str | None = None) -> dict[str, Any]:
     """FID/KID of ``num`` samples, each rendered at ``poses_per_sample`` evenly spaced poses of
-    test object ``i % T``, against all test-set images (or ``max_reference`` of them, or the
-    statistics file ``reference_stats``). Images are featurised as they come (uint8, Inception
-    on ``device``); only features are kept."""
+    test object ``i % T`` (0: all its poses), against all test-set images (or ``max_reference``
+    of them, or the statistics file ``reference_stats``). ``preset="paper"`` is the SSDNeRF
+    protocol: one sample per test object at all of that object's poses (SRN cars: 704 × 251),
+    ``num`` and ``poses_per_sample`` ignored. Images are featurised as they come (uint8,
+    Inception on ``device``); only features are kept (KID from a reservoir sample beyond 2048
+    images, see :data:`KID_RESERVOIR`); KID is also reported ×10³ (``kid_x1e3``)."""
     from tqdm.auto import tqdm
 
     from neural3d.data import DataError, SRNCategory
     from neural3d.metrics.fid import FeatureStats
 
+    if preset not in (None, "paper"):
+        raise EvalError(f"--preset must be 'paper', got {preset!r}")
     if num < 1:
         raise EvalError(f"--num must be >= 1, got {num}")
+    if poses_per_sample < 0:
+        raise EvalError(f"--poses-per-sample must be >= 0 (0: all), got {poses_per_sample}")
     data, out = Path(data), Path(out)
     ext = open_inception(inception, device)  # before any expensive work
     fixed_ref = load_reference_stats(reference_stats) if reference_stats else None
@@ -454,6 +471,8 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
         ds = SRNCategory(data, cat, split)
     except DataError as exc:
         raise EvalError(str(exc)) from exc
+    if preset == "paper":
+        num, poses_per_sample = len(ds), 0
     t0 = time.time()
     if fixed_ref is not None:
         reals = fixed_ref
@@ -462,7 +481,7 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
         total = sum(counts)
         sel = set(torch.linspace(0, total - 1, min(max_reference, total)).round().long()
                   .tolist())
-        reals, start = FeatureStats(), 0
+        reals, start = FeatureStats(reservoir=KID_RESERVOIR), 0
         for oid, c in zip(ds.object_ids, counts):
             mine = [j - start for j in range(start, start + c) if j in sel]
             if mine:
@@ -471,12 +490,13 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
     else:
         reals = inception_stats(ds, ext, progress=progress)
     states = adapter.sample(num, seed, **(sample_options or {}))
-    renders, grid = FeatureStats(), []
+    renders, grid = FeatureStats(reservoir=KID_RESERVOIR, seed=1), []
     for i, st in enumerate(tqdm(states, desc="eval generation", unit="sample",
                                 disable=not progress)):
         cams = ds.read(ds.object_ids[i % len(ds)]).cameras
-        sel = torch.linspace(0, len(cams) - 1, poses_per_sample).round().long()
-        img = as_uint8(adapter.render(st, cams[sel]))
+        if poses_per_sample:
+            cams = cams[torch.linspace(0, len(cams) - 1, poses_per_sample).round().long()]
+        img = as_uint8(adapter.render(st, cams))
         renders.add(ext(img))
         if i < 8:
             grid.append(img.float() / 255)
@@ -486,14 +506,16 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
     write_image_rows(out / "samples.png", grid)
     res = list(grid[0].shape[1:3])
     result = {"task": "generation", "method": method, "data": str(data), "category": cat,
-              "split": split, "num_samples": num, "poses_per_sample": poses_per_sample,
+              "split": split, "preset": preset, "num_samples": num,
+              "poses_per_sample": poses_per_sample or "all",
               "resolution": res, "num_images": renders.n, "num_reference": reals.n,
               "reference_stats": str(reference_stats) if reference_stats else None,
               "seed": seed, **metrics, "method_info": adapter.info(), "git": git_commit(),
               "seconds": time.time() - t0,
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    md = (f"# Generation: {method} on {cat}_{split}\n\n{num} samples x {poses_per_sample} poses "
-          f"= {renders.n} images at {res[1]}x{res[0]} vs {reals.n} test images, commit "
-          f"{result['git']['commit']}\n\n| FID | KID |\n|---|---|\n| {_fmt(metrics['fid'], 2)} | "
-          f"{_fmt(metrics.get('kid'), 4)} |\n")
+    md = (f"# Generation: {method} on {cat}_{split}\n\n{num} samples x "
+          f"{poses_per_sample or 'all'} poses = {renders.n} images at {res[1]}x{res[0]} vs "
+          f"{reals.n} test images, commit {result['git']['commit']}\n\n"
+          f"| FID | KID ×10³ |\n|---|---|\n| {_fmt(metrics['fid'], 2)} | "
+          f"{_fmt(metrics.get('kid_x1e3'), 2)} |\n")
     return _write(out, result, md)

@@ -185,16 +185,40 @@ class FeatureStats:
     the exact low-rank FID of :func:`fid_from_features` and KID stay available for small sets),
     beyond that they are folded into float64 sums (``n``, ``sum [D]``, ``outer [D, D]``: 32 MB for
     D 2048), from which the mean and the ``N-1`` covariance are exact. :meth:`merge` combines
-    shards, :meth:`save` / :meth:`load` round-trip through ``.npz``."""
+    shards, :meth:`save` / :meth:`load` round-trip through ``.npz``.
 
-    def __init__(self, dim: int = 2048):
+    ``reservoir=K`` also keeps a uniform random sample of at most ``K`` rows (reservoir sampling,
+    seeded; float32) for KID beyond ``D`` images (:meth:`kid_features`); it is saved, not
+    merged."""
+
+    def __init__(self, dim: int = 2048, reservoir: int = 0, seed: int = 0):
         self.dim, self.n = dim, 0
         self.rows: list[np.ndarray] | None = []
         self.sum: np.ndarray | None = None
         self.outer: np.ndarray | None = None
+        self.reservoir = reservoir
+        self.sample = np.zeros((0, dim), np.float32)
+        self._rng = np.random.default_rng(seed)
+
+    def _keep_sample(self, f: np.ndarray) -> None:
+        take = max(0, min(len(f), self.reservoir - len(self.sample)))
+        self.sample = np.concatenate([self.sample, f[:take].astype(np.float32)])
+        for k in range(take, len(f)):  # Algorithm R: row number t replaces a slot w.p. K/(t+1)
+            j = self._rng.integers(0, self.n + k + 1)
+            if j < self.reservoir:
+                self.sample[j] = f[k]
+
+    def kid_features(self) -> np.ndarray | None:
+        """All features while kept, else the reservoir sample (``None`` without one)."""
+        feats = self.features()
+        if feats is not None:
+            return feats
+        return self.sample if len(self.sample) else None
 
     def add(self, feats: np.ndarray) -> FeatureStats:
         f = np.asarray(feats, np.float64).reshape(-1, self.dim)
+        if self.reservoir:
+            self._keep_sample(f)
         self.n += len(f)
         if self.rows is not None:
             self.rows.append(f)
@@ -241,6 +265,8 @@ class FeatureStats:
         """The state as named arrays (keys prefixed), for ``np.savez``."""
         arrays = ({"features": self.features()} if self.rows is not None else
                   {"n": np.int64(self.n), "sum": self.sum, "outer": self.outer})
+        if len(self.sample):
+            arrays["sample"] = self.sample
         return {prefix + k: v for k, v in {"dim": np.int64(self.dim), **arrays}.items()}
 
     @classmethod
@@ -251,6 +277,9 @@ class FeatureStats:
         else:
             st.n, st.rows = int(z[prefix + "n"]), None
             st.sum, st.outer = np.array(z[prefix + "sum"]), np.array(z[prefix + "outer"])
+        if prefix + "sample" in z:
+            st.sample = np.array(z[prefix + "sample"])
+            st.reservoir = len(st.sample)
         return st
 
     def save(self, path: str | Path, **extra) -> None:
