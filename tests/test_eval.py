@@ -82,6 +82,9 @@ def test_cli_eval_errors_and_generation(run, tmp_path, capsys):
     assert paper["num_samples"] == 2 and paper["num_images"] == 12  # 1 per object x all poses
     assert paper["poses_per_sample"] == "all"
     assert "KID ×10³" in (tmp_path / "paper" / "results.md").read_text()
+    off = evaluate_generation("ssdnerf", ckpt, data, tmp_path / "off", num=2,
+                              poses_per_sample=1, fid=False)
+    assert off["fid"] is None and off["fid_reason"] and off["num_images"] == 2
 
 
 def _lines(path):

@@ -2,15 +2,19 @@
 
 NVS (``evaluate_nvs``), as SSDNeRF and pixelNeRF report SRN: for every object of the test split,
 reconstruct from the input view(s) given **by index** (SRN cars: view 64 for one view, 64 and 104
-for two), render every other view at the dataset resolution, and score PSNR / SSIM (scikit-image
-compatible) / LPIPS-VGG against the ground truth (:mod:`neural3d.metrics`; LPIPS is ``null`` with
-the reason when its backbone weights are not available offline). FID is computed between all
-renders and all test-set images (Inception-v3 features with StyleGAN2-ADA preprocessing, see
-:mod:`neural3d.metrics.fid`). Means are over objects (each object's mean over its views), as the
-papers average.
+for two), render every other view at the dataset resolution, round the renders to 8 bits (as a
+saved image), and score PSNR / SSIM (scikit-image's default, as pixelNeRF/SSDNeRF; and its
+Gaussian variant, ``ssim_gaussian``) / LPIPS-VGG against the ground truth (:mod:`neural3d.metrics`;
+LPIPS is ``null`` with the reason when its backbone weights are not available offline). FID is
+computed between all renders and all test-set images (Inception-v3 features with StyleGAN2-ADA
+preprocessing, see :mod:`neural3d.metrics.fid`), features extracted per object and streamed
+(:class:`~neural3d.metrics.fid.FeatureStats`), so memory does not grow with the test set. Means
+are over objects (each object's mean over its views), as the papers average. Per-object JSONL,
+``resume`` and ``shard`` make the SRN test split (hours on one GPU) restartable and splittable.
 
 Generation (``evaluate_generation``): ``num`` latents sampled from the prior, each rendered at the
-poses of a test object (cycled), FID and KID against the test-set images.
+poses of a test object (cycled), FID and KID against the test-set images; ``preset="paper"``:
+one sample per test object at all its poses, KID also ×10³.
 
 Any registered method (:mod:`neural3d.methods.registry`) with the capabilities plugs in:
 ``reconstruct(images, cams, **recon_options) -> state`` and ``render(state, cams)`` for NVS,
@@ -442,14 +446,16 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
                         adapter=None, progress: bool = False,
                         sample_options: dict | None = None,
                         reference_stats: str | Path | None = None,
-                        preset: str | None = None) -> dict[str, Any]:
+                        preset: str | None = None, fid: bool = True) -> dict[str, Any]:
     """FID/KID of ``num`` samples, each rendered at ``poses_per_sample`` evenly spaced poses of
     test object ``i % T`` (0: all its poses), against all test-set images (or ``max_reference``
     of them, or the statistics file ``reference_stats``). ``preset="paper"`` is the SSDNeRF
     protocol: one sample per test object at all of that object's poses (SRN cars: 704 × 251),
     ``num`` and ``poses_per_sample`` ignored. Images are featurised as they come (uint8,
     Inception on ``device``); only features are kept (KID from a reservoir sample beyond 2048
-    images, see :data:`KID_RESERVOIR`); KID is also reported ×10³ (``kid_x1e3``)."""
+    images, see :data:`KID_RESERVOIR`); KID is also reported ×10³ (``kid_x1e3``). ``fid=False``
+    (smoke runs) renders but reports FID/KID as ``None`` with ``fid_reason``; otherwise missing
+    Inception weights are an :class:`EvalError` before anything is sampled."""
     from tqdm.auto import tqdm
 
     from neural3d.data import DataError, SRNCategory
@@ -462,8 +468,8 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
     if poses_per_sample < 0:
         raise EvalError(f"--poses-per-sample must be >= 0 (0: all), got {poses_per_sample}")
     data, out = Path(data), Path(out)
-    ext = open_inception(inception, device)  # before any expensive work
-    fixed_ref = load_reference_stats(reference_stats) if reference_stats else None
+    ext = open_inception(inception, device) if fid else None  # before any expensive work
+    fixed_ref = load_reference_stats(reference_stats) if fid and reference_stats else None
     adapter = adapter or load_method(method, ckpt, device, "sample", "render")
     method = adapter.name
     cat = _category(data, category, split, adapter)
@@ -474,7 +480,9 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
     if preset == "paper":
         num, poses_per_sample = len(ds), 0
     t0 = time.time()
-    if fixed_ref is not None:
+    if ext is None:
+        reals = FeatureStats()
+    elif fixed_ref is not None:
         reals = fixed_ref
     elif max_reference:
         counts = [len(ds.read(oid).cameras) for oid in ds.object_ids]
@@ -490,32 +498,39 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
     else:
         reals = inception_stats(ds, ext, progress=progress)
     states = adapter.sample(num, seed, **(sample_options or {}))
-    renders, grid = FeatureStats(reservoir=KID_RESERVOIR, seed=1), []
+    renders, grid, n_images = FeatureStats(reservoir=KID_RESERVOIR, seed=1), [], 0
     for i, st in enumerate(tqdm(states, desc="eval generation", unit="sample",
                                 disable=not progress)):
         cams = ds.read(ds.object_ids[i % len(ds)]).cameras
         if poses_per_sample:
             cams = cams[torch.linspace(0, len(cams) - 1, poses_per_sample).round().long()]
         img = as_uint8(adapter.render(st, cams))
-        renders.add(ext(img))
+        if ext is not None:
+            renders.add(ext(img))
+        n_images += len(img)
         if i < 8:
             grid.append(img.float() / 255)
-    metrics = fid_kid(renders, reals, True)
-    metrics["inception"] = str(ext.path)
+    if ext is None:
+        metrics = {"fid": None, "kid": None, "kid_x1e3": None, "fid_reason": "disabled"}
+    else:
+        metrics = {**fid_kid(renders, reals, True), "inception": str(ext.path)}
     out.mkdir(parents=True, exist_ok=True)
     write_image_rows(out / "samples.png", grid)
     res = list(grid[0].shape[1:3])
     result = {"task": "generation", "method": method, "data": str(data), "category": cat,
               "split": split, "preset": preset, "num_samples": num,
               "poses_per_sample": poses_per_sample or "all",
-              "resolution": res, "num_images": renders.n, "num_reference": reals.n,
+              "resolution": res, "num_images": n_images,
+              "num_reference": reals.n if ext is not None else None,
               "reference_stats": str(reference_stats) if reference_stats else None,
               "seed": seed, **metrics, "method_info": adapter.info(), "git": git_commit(),
               "seconds": time.time() - t0,
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     md = (f"# Generation: {method} on {cat}_{split}\n\n{num} samples x "
-          f"{poses_per_sample or 'all'} poses = {renders.n} images at {res[1]}x{res[0]} vs "
-          f"{reals.n} test images, commit {result['git']['commit']}\n\n"
+          f"{poses_per_sample or 'all'} poses = {n_images} images at {res[1]}x{res[0]} vs "
+          f"{result['num_reference']} test images, commit {result['git']['commit']}\n\n"
           f"| FID | KID ×10³ |\n|---|---|\n| {_fmt(metrics['fid'], 2)} | "
           f"{_fmt(metrics.get('kid_x1e3'), 2)} |\n")
+    if metrics.get("fid_reason"):
+        md += f"\nFID/KID not reported: {metrics['fid_reason']}\n"
     return _write(out, result, md)
