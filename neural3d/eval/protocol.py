@@ -490,7 +490,7 @@ def evaluate_generation(method: str | None, ckpt: str | Path, data: str | Path,
         sel = set(torch.linspace(0, total - 1, min(max_reference, total)).round().long()
                   .tolist())
         reals, start = FeatureStats(reservoir=KID_RESERVOIR), 0
-        for oid, c in zip(ds.object_ids, counts):
+        for oid, c in zip(ds.object_ids, counts, strict=True):
             mine = [j - start for j in range(start, start + c) if j in sel]
             if mine:
                 reals.add(ext(as_uint8(ds.read(oid).images[mine])))
