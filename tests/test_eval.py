@@ -85,6 +85,9 @@ def test_cli_eval_errors_and_generation(run, tmp_path, capsys):
     off = evaluate_generation("ssdnerf", ckpt, data, tmp_path / "off", num=2,
                               poses_per_sample=1, fid=False)
     assert off["fid"] is None and off["fid_reason"] and off["num_images"] == 2
+    capped = evaluate_generation("ssdnerf", ckpt, data, tmp_path / "cap", num=2,
+                                 poses_per_sample=1, max_reference=5)
+    assert capped["num_reference"] == 5 and capped["fid"] is not None
 
 
 def _lines(path):
