@@ -95,14 +95,13 @@ def main() -> None:
     poses = 1 if args.smoke else args.poses
     data_root = str(out / "data") if args.smoke else None
     # --smoke checks the protocol, not the metric: a missing Inception file makes FID/KID None
-    no_fid = str(out / "no-inception.pt") if args.smoke else None
     results: dict[str, dict] = {}
     for name in args.rows.split(","):
         ckpt, steps, seconds, cfg = train_row(name, out, budget, args.smoke, data_root,
                                               log=lambda *_: None)
         m = load(ckpt)
         ev = evaluate_generation(None, ckpt, cfg.data.root, out / name / "eval", num=num,
-                                 poses_per_sample=poses, inception=no_fid)
+                                 poses_per_sample=poses, fid=not args.smoke)
         samples = m.write_samples(out / name / "samples", min(num, 8), frames=8 if args.smoke
                                   else 36)
         results[name] = {"fid": ev["fid"], "kid": ev["kid"], "steps": steps,
@@ -114,7 +113,7 @@ def main() -> None:
     if args.ssdnerf:
         ev = evaluate_generation("ssdnerf", args.ssdnerf, data_root or "outputs/data/toy_ssdnerf",
                                  out / "ssdnerf" / "eval", num=num, poses_per_sample=poses,
-                                 inception=no_fid)
+                                 fid=not args.smoke)
         results["ssdnerf"] = {"fid": ev["fid"], "kid": ev["kid"]}
     targets = {}
     r = results

@@ -29,21 +29,52 @@ def test_psnr_known_value():
         psnr(a, b[:, :4])
 
 
-@pytest.mark.parametrize("shape", [(32, 40, 3), (2, 24, 24, 3)])
-def test_ssim_matches_scikit_image(shape):
+def _pairs():
+    """A fixed random pair and a toy render pair (smooth shaded object, a blurred noisy render)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(32, 40, 3, generator=g, dtype=torch.float64)
+    yield a, (a + 0.15 * torch.randn(a.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 48, dtype=torch.float64),
+                            torch.linspace(-1, 1, 48, dtype=torch.float64), indexing="ij")
+    mask = (xx**2 + yy**2 < 0.6).double()
+    shade = torch.stack([0.8 - 0.3 * yy, 0.4 + 0.2 * xx, 0.3 + 0 * xx], -1).clamp(0, 1)
+    ref = mask[..., None] * shade + (1 - mask[..., None])          # object on white
+    blur = torch.nn.functional.avg_pool2d(ref.permute(2, 0, 1)[None], 3, 1, 1,
+                                          count_include_pad=False)[0].permute(1, 2, 0)
+    yield ref, (blur + 0.02 * torch.randn(ref.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("pair", range(2))
+def test_ssim_default_is_scikit_image_default(pair):
     from skimage.metrics import structural_similarity
 
-    g = torch.Generator().manual_seed(0)
-    a = torch.rand(shape, generator=g)
-    b = (a + 0.15 * torch.randn(shape, generator=g)).clamp(0, 1)
-    ours = ssim(a, b, reduction="none")
-    a4, b4 = (a[None], b[None]) if a.dim() == 3 else (a, b)
-    for i in range(a4.shape[0]):
-        ref = structural_similarity(a4[i].numpy(), b4[i].numpy(), gaussian_weights=True,
-                                    sigma=1.5, use_sample_covariance=False, data_range=1,
-                                    channel_axis=-1)
-        assert ours[i].item() == pytest.approx(ref, abs=1e-5)
+    a, b = list(_pairs())[pair]
+    ref = structural_similarity(a.numpy(), b.numpy(), channel_axis=-1, data_range=1)
+    assert ssim(a, b).item() == pytest.approx(ref, abs=1e-6)
+    assert ssim(a, b, variant="uniform").item() == ssim(a, b).item()
+    ref_g = structural_similarity(a.numpy(), b.numpy(), gaussian_weights=True, sigma=1.5,
+                                  use_sample_covariance=False, data_range=1, channel_axis=-1)
+    assert ssim(a, b, variant="gaussian").item() == pytest.approx(ref_g, abs=1e-6)
+    assert abs(ref - ref_g) > 1e-4  # the two variants are different numbers
     assert ssim(a, a).item() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["uniform", "gaussian"])
+def test_ssim_batch_is_per_image(variant):
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(2, 24, 24, 3, generator=g)
+    b = (a + 0.15 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    kw = ({} if variant == "uniform" else
+          {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False})
+    ours = ssim(a, b, reduction="none", variant=variant)
+    for i in range(2):
+        ref = structural_similarity(a[i].numpy(), b[i].numpy(), data_range=1, channel_axis=-1,
+                                    **kw)
+        assert ours[i].item() == pytest.approx(ref, abs=1e-5)
+    with pytest.raises(ValueError, match="variant"):
+        ssim(a, b, variant="box")
 
 
 def test_lpips_wiring_with_random_backbone():
@@ -205,3 +236,50 @@ def test_fid_self_zero_and_monotone_in_noise():
     fids = [fid_from_features(f0, ext((base + sigma * noise).clamp(0, 1)))
             for sigma in (0.05, 0.15, 0.4)]
     assert 1.0 < fids[0] < fids[1] < fids[2], fids
+
+
+def test_to_8bit_rounds_like_a_saved_png():
+    from neural3d.metrics import to_8bit
+
+    x = torch.tensor([0.0, 0.5, 1 / 510 - 1e-4, 1 / 510 + 1e-4, 1.2, -0.1], dtype=torch.float64)
+    assert to_8bit(x).tolist() == pytest.approx([0, 128 / 255, 0, 1 / 255, 1, 0])
+    u8 = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(to_8bit(u8), u8.float() / 255)
+    assert torch.equal(to_8bit(to_8bit(u8)), u8.float() / 255)  # idempotent on 8-bit values
+
+
+@pytest.mark.parametrize("n", [30, 90])
+def test_feature_stats_stream_merge_and_round_trip(tmp_path, n):
+    from neural3d.metrics.fid import FeatureStats, fid_from_stats
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(n, 40)), rng.normal(0.3, 1.2, size=(70, 40))
+    st = FeatureStats(40)
+    for chunk in np.array_split(a, 7):
+        st.add(chunk)
+    assert st.n == n and (st.features() is None) == (n > 40)  # rows kept up to D, then sums
+    mu, cov = st.mean_cov()
+    assert np.allclose(mu, a.mean(0)) and np.allclose(cov, np.cov(a, rowvar=False))
+    halves = FeatureStats(40).add(a[: n // 3]).merge(FeatureStats(40).add(a[n // 3:]))
+    assert np.allclose(halves.mean_cov()[1], cov)
+    st.save(tmp_path / "s.npz")
+    back = FeatureStats.load(tmp_path / "s.npz")
+    assert back.n == n and np.allclose(back.mean_cov()[1], cov)
+    sb = FeatureStats(40).add(b)
+    assert fid_from_stats(st, sb) == pytest.approx(
+        frechet_distance(*st.mean_cov(), *sb.mean_cov()), rel=1e-6, abs=1e-6)
+
+
+def test_feature_stats_reservoir_is_a_uniform_sample(tmp_path):
+    from neural3d.metrics.fid import FeatureStats
+
+    st = FeatureStats(4, reservoir=50, seed=0)
+    rows = np.repeat(np.arange(1000, dtype=np.float64)[:, None], 4, 1)
+    for chunk in np.array_split(rows, 13):
+        st.add(chunk)
+    assert st.features() is None and st.kid_features().shape == (50, 4)
+    ids = st.kid_features()[:, 0]
+    assert len(set(ids)) == 50 and set(ids) <= set(range(1000))
+    assert 300 < ids.mean() < 700  # spread over the stream, not its first rows
+    st.save(tmp_path / "r.npz")
+    assert np.array_equal(FeatureStats.load(tmp_path / "r.npz").kid_features(), st.kid_features())

@@ -13,7 +13,10 @@ from neural3d.eval.protocol import (
     EvalError,
     evaluate_generation,
     evaluate_nvs,
+    parse_shard,
     parse_views,
+    write_reference_stats,
 )
 
-__all__ = ["EvalError", "evaluate_generation", "evaluate_nvs", "parse_views"]
+__all__ = ["EvalError", "evaluate_generation", "evaluate_nvs", "parse_shard", "parse_views",
+           "write_reference_stats"]

@@ -1,6 +1,7 @@
 """Image metrics and the evaluation protocol: PSNR, SSIM, LPIPS, FID, KID.
 
-See :mod:`neural3d.metrics.image` (PSNR/SSIM, scikit-image-compatible SSIM),
+See :mod:`neural3d.metrics.image` (PSNR, SSIM in scikit-image's default and Gaussian variants,
+8-bit rounding),
 :mod:`neural3d.metrics.lpips` (real backbone weights only, else ``None`` with a reason) and
 :mod:`neural3d.metrics.fid` (Inception features, preprocessing notes, FID/KID).
 """
@@ -16,17 +17,21 @@ from neural3d.metrics.fid import (
     frechet_distance,
     kid_from_features,
 )
-from neural3d.metrics.image import psnr, psnr_from_mse, ssim
+from neural3d.metrics.image import psnr, psnr_from_mse, ssim, to_8bit
 from neural3d.metrics.lpips import build_lpips, get_lpips, lpips_distance
 
 
-def evaluate_views(pred: torch.Tensor, target: torch.Tensor, lpips_net: str = "vgg"
+def evaluate_views(pred: torch.Tensor, target: torch.Tensor, lpips_net: str = "vgg",
+                   lpips: tuple[torch.nn.Module | None, str | None] | None = None
                    ) -> dict[str, float | str | None]:
-    """Mean PSNR, SSIM and LPIPS (``None`` + ``lpips_reason`` when weights are missing) of
-    rendered views ``[N, H, W, 3]`` against the truth, both in [0, 1]."""
+    """Mean PSNR, SSIM (``ssim``: scikit-image's default, ``ssim_gaussian``: its Gaussian
+    variant, see :func:`ssim`) and LPIPS of rendered views ``[N, H, W, 3]`` against the truth,
+    both in [0, 1]. ``lpips``: a ``(model, reason)`` pair from :func:`get_lpips` built once by
+    the caller (else built here); LPIPS is ``None`` + ``lpips_reason`` when there are no weights."""
     out: dict[str, float | str | None] = {
-        "psnr": float(psnr(pred, target)), "ssim": float(ssim(pred, target))}
-    model, reason = get_lpips(lpips_net)
+        "psnr": float(psnr(pred, target)), "ssim": float(ssim(pred, target)),
+        "ssim_gaussian": float(ssim(pred, target, variant="gaussian"))}
+    model, reason = lpips if lpips is not None else get_lpips(lpips_net)
     if model is None:
         out["lpips"], out["lpips_reason"] = None, reason
     else:
@@ -48,4 +53,5 @@ __all__ = [
     "psnr",
     "psnr_from_mse",
     "ssim",
+    "to_8bit",
 ]

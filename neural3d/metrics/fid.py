@@ -176,3 +176,134 @@ def compute_fid(images_a: torch.Tensor, images_b: torch.Tensor,
     if kid:
         out["kid"] = kid_from_features(fa, fb)
     return out
+
+
+class FeatureStats:
+    """Streaming Inception statistics of one image set, memory bounded by the feature dimension.
+
+    :meth:`add` features ``[n, D]`` as they come; up to ``D`` rows are kept as they are (so that
+    the exact low-rank FID of :func:`fid_from_features` and KID stay available for small sets),
+    beyond that they are folded into float64 sums (``n``, ``sum [D]``, ``outer [D, D]``: 32 MB for
+    D 2048), from which the mean and the ``N-1`` covariance are exact. :meth:`merge` combines
+    shards, :meth:`save` / :meth:`load` round-trip through ``.npz``.
+
+    ``reservoir=K`` also keeps a uniform random sample of at most ``K`` rows (reservoir sampling,
+    seeded; float32) for KID beyond ``D`` images (:meth:`kid_features`); it is saved, not
+    merged."""
+
+    def __init__(self, dim: int = 2048, reservoir: int = 0, seed: int = 0):
+        self.dim, self.n = dim, 0
+        self.rows: list[np.ndarray] | None = []
+        self.sum: np.ndarray | None = None
+        self.outer: np.ndarray | None = None
+        self.reservoir = reservoir
+        self.sample = np.zeros((0, dim), np.float32)
+        self._rng = np.random.default_rng(seed)
+
+    def _keep_sample(self, f: np.ndarray) -> None:
+        take = max(0, min(len(f), self.reservoir - len(self.sample)))
+        self.sample = np.concatenate([self.sample, f[:take].astype(np.float32)])
+        for k in range(take, len(f)):  # Algorithm R: row number t replaces a slot w.p. K/(t+1)
+            j = self._rng.integers(0, self.n + k + 1)
+            if j < self.reservoir:
+                self.sample[j] = f[k]
+
+    def kid_features(self) -> np.ndarray | None:
+        """All features while kept, else the reservoir sample (``None`` without one)."""
+        feats = self.features()
+        if feats is not None:
+            return feats
+        return self.sample if len(self.sample) else None
+
+    def add(self, feats: np.ndarray) -> FeatureStats:
+        f = np.asarray(feats, np.float64).reshape(-1, self.dim)
+        if self.reservoir:
+            self._keep_sample(f)
+        self.n += len(f)
+        if self.rows is not None:
+            self.rows.append(f)
+            if self.n > self.dim:  # fold into sums from here on
+                f, self.rows = np.concatenate(self.rows), None
+                self.sum, self.outer = np.zeros(self.dim), np.zeros((self.dim, self.dim))
+            else:
+                return self
+        self.sum += f.sum(0)
+        self.outer += f.T @ f
+        return self
+
+    def merge(self, other: FeatureStats) -> FeatureStats:
+        if other.rows is not None:
+            for f in other.rows:
+                self.add(f)
+            return self
+        if self.rows is not None:  # the other one holds sums: fold ours into a copy of them
+            mine, self.n, self.rows = self.rows, other.n, None
+            self.sum, self.outer = other.sum.copy(), other.outer.copy()
+            for f in mine:
+                self.n += len(f)
+                self.sum += f.sum(0)
+                self.outer += f.T @ f
+            return self
+        self.n += other.n
+        self.sum += other.sum
+        self.outer += other.outer
+        return self
+
+    def features(self) -> np.ndarray | None:
+        """The raw features ``[n, D]`` while they are kept (``n <= D``), else ``None``."""
+        if self.rows is None:
+            return None
+        return np.concatenate(self.rows) if self.rows else np.zeros((0, self.dim))
+
+    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.rows is not None:
+            return feature_stats(self.features())
+        mu = self.sum / self.n
+        return mu, (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """The state as named arrays (keys prefixed), for ``np.savez``."""
+        arrays = ({"features": self.features()} if self.rows is not None else
+                  {"n": np.int64(self.n), "sum": self.sum, "outer": self.outer})
+        if len(self.sample):
+            arrays["sample"] = self.sample
+        return {prefix + k: v for k, v in {"dim": np.int64(self.dim), **arrays}.items()}
+
+    @classmethod
+    def from_arrays(cls, z, prefix: str = "") -> FeatureStats:
+        st = cls(int(z[prefix + "dim"]))
+        if prefix + "features" in z:
+            st.add(z[prefix + "features"])
+        else:
+            st.n, st.rows = int(z[prefix + "n"]), None
+            st.sum, st.outer = np.array(z[prefix + "sum"]), np.array(z[prefix + "outer"])
+        if prefix + "sample" in z:
+            st.sample = np.array(z[prefix + "sample"])
+            st.reservoir = len(st.sample)
+        return st
+
+    def save(self, path: str | Path, **extra) -> None:
+        """Atomic ``.npz`` write; ``extra`` arrays are stored alongside."""
+        save_npz(path, **self.to_arrays(), **extra)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureStats:
+        with np.load(path) as z:
+            return cls.from_arrays(z)
+
+
+def save_npz(path: str | Path, **arrays) -> None:
+    """``np.savez`` to a temporary file renamed over ``path`` (never a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def fid_from_stats(a: FeatureStats, b: FeatureStats) -> float:
+    """FID of two :class:`FeatureStats`: exact low-rank path when both still hold their features,
+    else :func:`frechet_distance` of the means and covariances."""
+    fa, fb = a.features(), b.features()
+    if fa is not None and fb is not None:
+        return fid_from_features(fa, fb)
+    return frechet_distance(*a.mean_cov(), *b.mean_cov())
