@@ -161,6 +161,38 @@ def _reset_hwm() -> bool:
         return False
 
 
+def backward_memory(forward, inputs, backward) -> tuple[float, float]:
+    """(MB that ``forward()`` saves for the backward beyond the storages of ``inputs``, peak MB
+    of ``backward(forward())`` above what was allocated before it). On CUDA from the caching
+    allocator's counters; on the CPU from the resident-memory high-water mark (see
+    _fixed_mmap_threshold: meaningful in the ``--memory-only`` child process)."""
+    input_ptrs = {t.untyped_storage().data_ptr() for t in inputs}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in input_ptrs:
+            saved[st.data_ptr()] = st.nbytes()
+        return t
+
+    gc.collect()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    if inputs[0].device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        backward(out)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        before = _rss_kb()
+        ok = _reset_hwm()
+        backward(out)
+        peak = (_hwm_kb() - before) * 1024 if ok else float("nan")
+    return sum(saved.values()) / 2**20, max(peak, 0) / 2**20
+
+
 def make_inputs(r, s, c, device, seed=0):
     g = torch.Generator().manual_seed(seed)
     sig = (torch.rand(r, s, generator=g) * 2.0).to(device)
@@ -230,33 +262,12 @@ def make_runner(name, layout, inputs, bg):
         """(saved MB beyond inputs, backward peak MB)."""
         x_g.grad = None
         f_g.grad = None
-        inputs_ptrs = {t.untyped_storage().data_ptr() for t in (x_g, f_g, *inputs)}
-        saved: dict[int, int] = {}
 
-        def pack(t):
-            st = t.untyped_storage()
-            if st.data_ptr() not in inputs_ptrs:
-                saved[st.data_ptr()] = st.nbytes()
-            return t
-
-        gc.collect()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        def loss():
             out, depth, op = forward(x_g, f_g)
-        loss = out.sum() + depth.sum() + op.sum()
-        dev = x_g.device
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-            before = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            loss.backward()
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - before
-        else:
-            before = _rss_kb()
-            ok = _reset_hwm()
-            loss.backward()
-            peak = (_hwm_kb() - before) * 1024 if ok else float("nan")
-        return sum(saved.values()) / 2**20, max(peak, 0) / 2**20
+            return out.sum() + depth.sum() + op.sum()
+
+        return backward_memory(loss, (x_g, f_g, *inputs), lambda t: t.backward())
 
     return run_fwd, run_fwd_bwd, memory
 

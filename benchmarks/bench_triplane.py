@@ -26,7 +26,6 @@ and samples/s of forward+backward.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 from pathlib import Path
@@ -37,10 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_composite import (  # noqa: E402  (benchmarks/ is on sys.path: this script's folder)
     _fixed_mmap_threshold,
-    _hwm_kb,
     _memory_columns,
-    _reset_hwm,
-    _rss_kb,
+    backward_memory,
     interleaved_times,
 )
 
@@ -84,31 +81,8 @@ def make_runner(name, planes, points, point_grad):
     def memory():
         """(saved MB beyond the inputs, backward peak MB)."""
         p_g.grad = x_g.grad = None
-        inputs = {t.untyped_storage().data_ptr() for t in (p_g, x_g, planes, points)}
-        saved: dict[int, int] = {}
-
-        def pack(t):
-            st = t.untyped_storage()
-            if st.data_ptr() not in inputs:
-                saved[st.data_ptr()] = st.nbytes()
-            return t
-
-        gc.collect()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = triplane_sample(p_g, x_g, None, "sum", backend=name)
-        if planes.device.type == "cuda":
-            torch.cuda.synchronize()
-            before = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            out.backward(cot)
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - before
-        else:
-            before = _rss_kb()
-            ok = _reset_hwm()
-            out.backward(cot)
-            peak = (_hwm_kb() - before) * 1024 if ok else float("nan")
-        return sum(saved.values()) / 2**20, max(peak, 0) / 2**20
+        return backward_memory(lambda: triplane_sample(p_g, x_g, None, "sum", backend=name),
+                               (p_g, x_g, planes, points), lambda out: out.backward(cot))
 
     return run_fwd, run_fwd_bwd, memory
 
