@@ -21,8 +21,8 @@ SOURCES = ("pyproject.toml", "README.md", "LICENSE", "neural3d", "configs", "cud
 def installed(tmp_path_factory):
     """The package installed (not editable) into a fresh folder, built from a copy of the
     sources so that the checkout gets no build/ or egg-info."""
-    pytest.importorskip("setuptools", minversion="68",
-                        reason="building without isolation needs setuptools>=68 installed")
+    pytest.importorskip("setuptools", minversion="77",
+                        reason="building without isolation needs setuptools>=77 installed")
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
     src.mkdir()
