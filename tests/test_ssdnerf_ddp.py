@@ -38,7 +38,7 @@ def _worker(rank, world, port, root):
 def test_ddp_two_processes_share_latent_cache(tmp_path):
     os.environ["NEURAL3D_BACKEND"] = "torch"
     # write the toy data once, before the processes start
-    from neural3d.methods.ssdnerf.train import ensure_data
+    from neural3d.methods.multiview import ensure_data
 
     ensure_data(tiny_config(tmp_path / "data", tmp_path / "x").data)
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)

@@ -12,20 +12,13 @@
   ssdnerf``).
 """
 
+from neural3d.methods.multiview import MultiObjectSet, ensure_data, load_split
 from neural3d.methods.ssdnerf.config import SSDNeRFConfig
 from neural3d.methods.ssdnerf.latents import LatentAdam, LatentCache
 from neural3d.methods.ssdnerf.method import SSDNeRF
 from neural3d.methods.ssdnerf.model import SSDNeRFModel
 from neural3d.methods.ssdnerf.recon import MODES, finetune, guided_sample, reconstruct
-from neural3d.methods.ssdnerf.train import (
-    MultiObjectSet,
-    build,
-    ensure_data,
-    load_split,
-    load_ssdnerf,
-    make_step_fn,
-    train,
-)
+from neural3d.methods.ssdnerf.train import build, load_ssdnerf, make_step_fn, train
 
 __all__ = ["SSDNeRFConfig", "LatentAdam", "LatentCache", "SSDNeRF", "SSDNeRFModel", "MODES",
            "finetune", "guided_sample", "reconstruct", "MultiObjectSet", "build", "ensure_data",

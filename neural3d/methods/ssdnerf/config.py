@@ -16,27 +16,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from neural3d.config import Range, at_least, between, invalid, positive
+from neural3d.methods.multiview import MultiViewDataConfig
 from neural3d.train import TrainConfig
-
-
-@dataclass
-class DataConfig:
-    limits: ClassVar[dict[str, Range]] = {
-        "resolution": at_least(0), "max_objects": at_least(0), "toy_objects": at_least(1),
-        "toy_views": at_least(1), "toy_test_objects": at_least(0), "toy_test_views": at_least(0),
-        "toy_res": between(4, 4096)}
-    root: str = "outputs/data/toy_ssdnerf"
-    category: str = "cars"
-    resolution: int = 0             # 0 = native
-    max_objects: int = 0            # 0 = all training objects
-    # toy data written when ``root`` has no ``<category>_train`` folder (toy configs only)
-    toy: bool = False
-    toy_objects: int = 48
-    toy_views: int = 24
-    toy_test_objects: int = 8
-    toy_test_views: int = 50
-    toy_res: int = 32
-    toy_seed: int = 0
 
 
 @dataclass
@@ -130,7 +111,7 @@ class ReconConfig:
 
 @dataclass
 class SSDNeRFConfig:
-    data: DataConfig = field(default_factory=DataConfig)
+    data: MultiViewDataConfig = field(default_factory=MultiViewDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -156,7 +137,7 @@ class SSDNeRFConfig:
             raise invalid("model.background", f"needs 3 numbers, got {m.background}")
 
 
-__all__ = ["DataConfig", "ModelConfig", "DiffusionConfig", "LossConfig", "OptimConfig",
+__all__ = ["ModelConfig", "DiffusionConfig", "LossConfig", "OptimConfig",
            "ReconConfig", "SSDNeRFConfig",
            "tiny_config"]
 
@@ -169,7 +150,7 @@ def tiny_config(data_root: str, out_dir: str, **train_kw) -> SSDNeRFConfig:
               progress=False, tensorboard=False)
     tc.update(train_kw)
     return SSDNeRFConfig(
-        data=DataConfig(root=str(data_root), toy=True, toy_objects=4, toy_views=4,
+        data=MultiViewDataConfig(root=str(data_root), toy=True, toy_objects=4, toy_views=4,
                         toy_test_objects=2, toy_test_views=6, toy_res=16),
         model=ModelConfig(plane_channels=2, plane_res=8, decoder_hidden=16, decoder_layers=1,
                           n_samples=8, unet_channels=8, unet_mult=[1, 2], unet_blocks=1,

@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
+from neural3d.methods.multiview import load_split
 from neural3d.methods.registry import Built, Method, load_weights, module_states, register_method
 from neural3d.methods.ssdnerf.config import SSDNeRFConfig
 from neural3d.methods.ssdnerf.latents import cache_file, check_state, read_latents
 from neural3d.methods.ssdnerf.model import SSDNeRFModel
 from neural3d.methods.ssdnerf.recon import MODES, reconstruct
-from neural3d.methods.ssdnerf.train import build, load_split, make_step_fn
+from neural3d.methods.ssdnerf.train import build, make_step_fn
 from neural3d.train.checkpoint import CheckpointError
 
 
@@ -36,7 +37,8 @@ class SSDNeRF(Method):
 
     # ------------------------------------------------------------------ training
     def build(self) -> Built:
-        self.data = load_split(self.cfg.data, "train", self.cfg.data.max_objects or None)
+        self.data = load_split(self.cfg.data, "train", self.cfg.data.max_objects or None,
+                               tag="ssdnerf")
         model, _, opts = build(self.cfg, len(self.data), self.device)
         self.latopt = opts["latents"]
         return Built({"model": model}, opts)
@@ -216,8 +218,7 @@ class SSDNeRF(Method):
 
     def native_res(self) -> int:
         """The image size of the training data (the toy renders' or SRN's 128)."""
-        dc = self.cfg.data
-        return dc.resolution or (dc.toy_res if dc.toy else 128)
+        return self.cfg.data.native_res()
 
     def home_camera(self):
         """SRN intrinsics at :meth:`native_res`, radius 1.3, elevation 20 degrees (the first

@@ -15,66 +15,17 @@ decoder are frozen and only the U-Net trains.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from neural3d.cameras import Cameras, rays_for_pixels
 from neural3d.fields import tv_loss
-from neural3d.methods.ssdnerf.config import DataConfig, SSDNeRFConfig
+from neural3d.methods.multiview import MultiObjectSet, draw_rays
+from neural3d.methods.ssdnerf.config import SSDNeRFConfig
 from neural3d.methods.ssdnerf.latents import LatentAdam, LatentCache
 from neural3d.methods.ssdnerf.model import SSDNeRFModel
 from neural3d.metrics.image import psnr_from_mse
-
-
-# ----------------------------------------------------------------------------------- data
-def ensure_data(dc: DataConfig) -> Path:
-    """The dataset root; the toy set is written there first when ``dc.toy`` and it is missing."""
-    if not dc.toy:
-        return Path(dc.root)
-    from neural3d.data.toy import ensure_toy_dataset
-
-    return ensure_toy_dataset(dc.root, dc.category, lambda m: print(f"[ssdnerf] {m}", flush=True),
-                              objects=dc.toy_objects, views=dc.toy_views,
-                              test_views=dc.toy_test_views, res=dc.toy_res, seed=dc.toy_seed,
-                              test_objects=dc.toy_test_objects)
-
-
-@dataclass
-class MultiObjectSet:
-    """All views of several objects: ``images [M,H,W,3]``, ``cameras`` (M), per-object
-    ``offsets``/``counts`` into them, ``object_ids``."""
-
-    images: torch.Tensor
-    cameras: Cameras
-    offsets: torch.Tensor
-    counts: torch.Tensor
-    object_ids: list[str]
-
-    def __len__(self) -> int:
-        return len(self.object_ids)
-
-    def views(self, i: int) -> tuple[torch.Tensor, Cameras]:
-        a, n = int(self.offsets[i]), int(self.counts[i])
-        idx = torch.arange(a, a + n)
-        return self.images[a:a + n], self.cameras[idx]
-
-    @staticmethod
-    def from_objects(objs) -> MultiObjectSet:
-        counts = torch.tensor([len(o) for o in objs])
-        offsets = torch.cumsum(counts, 0) - counts
-        return MultiObjectSet(torch.cat([o.images for o in objs]),
-                              Cameras.cat([o.cameras for o in objs]), offsets, counts,
-                              [o.object_id for o in objs])
-
-
-def load_split(dc: DataConfig, split: str, max_objects: int | None = None) -> MultiObjectSet:
-    from neural3d.data import SRNCategory
-
-    cat = SRNCategory(ensure_data(dc), dc.category, split, resolution=dc.resolution or None)
-    return MultiObjectSet.from_objects(cat.load(max_objects or None))
 
 
 # ----------------------------------------------------------------------------------- build
@@ -101,7 +52,6 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
     g_noise = trainer.generator("ssdnerf/noise", per_rank=True)
     N = len(data)
     B, R = cfg.optim.batch_objects, cfg.loss.rays_per_object
-    H, W = data.images.shape[1:3]
     dev = trainer.device
     two = cfg.optim.mode == "two_stage"
     lw = cfg.loss
@@ -117,13 +67,8 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
         out: dict[str, Any] = {}
         if not stage2:
             view = (torch.rand(len(idx), R, generator=g_rays) * data.counts[idx, None]).long()
-            cam = data.offsets[idx, None] + view
-            px = torch.randint(0, W, (len(idx), R), generator=g_rays)
-            py = torch.randint(0, H, (len(idx), R), generator=g_rays)
-            o, d = rays_for_pixels(data.cameras, cam.reshape(-1), px.reshape(-1) + 0.5,
-                                   py.reshape(-1) + 0.5)
-            tgt = data.images[cam, py, px].to(dev)
-            o, d = o.reshape(len(idx), R, 3).to(dev), d.reshape(len(idx), R, 3).to(dev)
+            o, d, tgt = (x.to(dev) for x in draw_rays(data, data.offsets[idx, None] + view,
+                                                       g_rays))
         else:
             o = d = tgt = None
         diff_in = lat if cfg.optim.mode == "single" else lat.detach()

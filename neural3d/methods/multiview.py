@@ -1,0 +1,146 @@
+"""Multi-view object data shared by the 3D methods (SSDNeRF, NerfDiff, pixelNeRF-lite).
+
+- :class:`MultiViewDataConfig` — the ``data:`` section: an SRN-layout root (SRN cars/chairs, ABO
+  tables, or the toy category written on first use when ``toy`` is true).
+- :func:`ensure_data`, :func:`load_split` — the split's objects as one :class:`MultiObjectSet`
+  (all views in RAM; per-object ``offsets``/``counts``).
+- :func:`draw_rays` — random training rays of given views; :func:`conditioned_batch` — the batch
+  of the image-conditioned methods: per object one input view and rays of its other views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from neural3d.cameras import Cameras, rays_for_pixels
+from neural3d.config import Range, at_least, between
+
+
+@dataclass
+class MultiViewDataConfig:
+    limits: ClassVar[dict[str, Range]] = {
+        "resolution": at_least(0), "max_objects": at_least(0), "toy_objects": at_least(1),
+        "toy_views": at_least(1), "toy_test_objects": at_least(0), "toy_test_views": at_least(0),
+        "toy_res": between(4, 4096)}
+    root: str = "outputs/data/toy_ssdnerf"
+    category: str = "cars"
+    resolution: int = 0             # 0 = native
+    max_objects: int = 0            # 0 = all training objects
+    # toy data written when ``root`` has no ``<category>_train`` folder (toy configs only)
+    toy: bool = False
+    toy_objects: int = 48
+    toy_views: int = 24
+    toy_test_objects: int = 8
+    toy_test_views: int = 50
+    toy_res: int = 32
+    toy_seed: int = 0
+
+    def native_res(self) -> int:
+        """The image size the methods see: ``resolution``, else the toy renders' or SRN's 128."""
+        return self.resolution or (self.toy_res if self.toy else 128)
+
+
+def ensure_data(dc: MultiViewDataConfig, tag: str = "data") -> Path:
+    """The dataset root; the toy set is written there first when ``dc.toy`` and it is missing
+    (progress lines prefixed ``[tag]``)."""
+    if not dc.toy:
+        return Path(dc.root)
+    from neural3d.data.toy import ensure_toy_dataset
+
+    return ensure_toy_dataset(dc.root, dc.category, lambda m: print(f"[{tag}] {m}", flush=True),
+                              objects=dc.toy_objects, views=dc.toy_views,
+                              test_views=dc.toy_test_views, res=dc.toy_res, seed=dc.toy_seed,
+                              test_objects=dc.toy_test_objects)
+
+
+@dataclass
+class MultiObjectSet:
+    """All views of several objects: ``images [M,H,W,3]``, ``cameras`` (M), per-object
+    ``offsets``/``counts`` into them, ``object_ids``."""
+
+    images: torch.Tensor
+    cameras: Cameras
+    offsets: torch.Tensor
+    counts: torch.Tensor
+    object_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.object_ids)
+
+    def views(self, i: int) -> tuple[torch.Tensor, Cameras]:
+        a, n = int(self.offsets[i]), int(self.counts[i])
+        idx = torch.arange(a, a + n)
+        return self.images[a:a + n], self.cameras[idx]
+
+    @staticmethod
+    def from_objects(objs) -> MultiObjectSet:
+        counts = torch.tensor([len(o) for o in objs])
+        offsets = torch.cumsum(counts, 0) - counts
+        return MultiObjectSet(torch.cat([o.images for o in objs]),
+                              Cameras.cat([o.cameras for o in objs]), offsets, counts,
+                              [o.object_id for o in objs])
+
+
+def load_split(dc: MultiViewDataConfig, split: str, max_objects: int | None = None,
+               tag: str = "data") -> MultiObjectSet:
+    from neural3d.data import SRNCategory
+
+    cat = SRNCategory(ensure_data(dc, tag), dc.category, split, resolution=dc.resolution or None)
+    return MultiObjectSet.from_objects(cat.load(max_objects or None))
+
+
+def draw_rays(data: MultiObjectSet, cam: torch.Tensor, generator: torch.Generator,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One random pixel of each of the global view indices ``cam [...]`` (any shape) ->
+    ``(origins [..., 3], directions [..., 3], rgb [..., 3])`` on the CPU (pixel centres)."""
+    H, W = data.images.shape[1:3]
+    px = torch.randint(0, W, cam.shape, generator=generator)
+    py = torch.randint(0, H, cam.shape, generator=generator)
+    o, d = rays_for_pixels(data.cameras, cam.reshape(-1), px.reshape(-1) + 0.5,
+                           py.reshape(-1) + 0.5)
+    return o.reshape(*cam.shape, 3), d.reshape(*cam.shape, 3), data.images[cam, py, px]
+
+
+@dataclass
+class ConditionedBatch:
+    """A batch of the image-conditioned methods: ``images [B,H,W,3]`` (the input views),
+    ``cameras`` (their B cameras), ``origins/directions/rgb [B,R,3]`` (rays of the objects'
+    other views, world space), ``objects [B]`` (object indices)."""
+
+    images: torch.Tensor
+    cameras: Cameras
+    origins: torch.Tensor
+    directions: torch.Tensor
+    rgb: torch.Tensor
+    objects: torch.Tensor
+
+    def to(self, device) -> ConditionedBatch:
+        return ConditionedBatch(self.images.to(device), self.cameras.to(device),
+                                self.origins.to(device), self.directions.to(device),
+                                self.rgb.to(device), self.objects)
+
+
+def conditioned_batch(data: MultiObjectSet, batch: int, rays: int, generator: torch.Generator,
+                      include_input: bool = True) -> ConditionedBatch:
+    """``batch`` random objects (without repeats when there are enough), one random input view
+    each, and ``rays`` random rays drawn uniformly from the object's views: all of them with
+    ``include_input``, else the views other than the input (objects need two views then)."""
+    N = len(data)
+    objs = (torch.randperm(N, generator=generator)[:batch] if N >= batch
+            else torch.randint(0, N, (batch,), generator=generator))
+    counts = data.counts[objs]
+    if not include_input and bool((counts < 2).any()):
+        raise ValueError("conditioned_batch(include_input=False) needs objects with two views")
+    inp = (torch.rand(batch, generator=generator) * counts).long()
+    if include_input:
+        view = (torch.rand(batch, rays, generator=generator) * counts[:, None]).long()
+    else:   # uniform over the other views: draw among counts-1, skip the input's index
+        view = (torch.rand(batch, rays, generator=generator) * (counts[:, None] - 1)).long()
+        view = view + (view >= inp[:, None]).long()
+    first = data.offsets[objs]
+    o, d, rgb = draw_rays(data, first[:, None] + view, generator)
+    return ConditionedBatch(data.images[first + inp], data.cameras[first + inp], o, d, rgb, objs)
