@@ -134,7 +134,8 @@ class CondEmbedding(nn.Module):
         self.label = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
 
     def forward(self, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.time(timestep_embedding(t, self.base_ch))
+        first = self.time[0].weight
+        emb = self.time(timestep_embedding(t, self.base_ch).to(first.dtype))
         if self.label is not None:
             if y is None:
                 y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long,

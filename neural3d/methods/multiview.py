@@ -109,7 +109,8 @@ def draw_rays(data: MultiObjectSet, cam: torch.Tensor, generator: torch.Generato
 class ConditionedBatch:
     """A batch of the image-conditioned methods: ``images [B,H,W,3]`` (the input views),
     ``cameras`` (their B cameras), ``origins/directions/rgb [B,R,3]`` (rays of the objects'
-    other views, world space), ``objects [B]`` (object indices)."""
+    views, world space), ``objects [B]`` (object indices), ``views [B]`` (the input views'
+    indices among their object's views)."""
 
     images: torch.Tensor
     cameras: Cameras
@@ -117,11 +118,12 @@ class ConditionedBatch:
     directions: torch.Tensor
     rgb: torch.Tensor
     objects: torch.Tensor
+    views: torch.Tensor
 
     def to(self, device) -> ConditionedBatch:
         return ConditionedBatch(self.images.to(device), self.cameras.to(device),
                                 self.origins.to(device), self.directions.to(device),
-                                self.rgb.to(device), self.objects)
+                                self.rgb.to(device), self.objects, self.views)
 
 
 def conditioned_batch(data: MultiObjectSet, batch: int, rays: int, generator: torch.Generator,
@@ -133,14 +135,23 @@ def conditioned_batch(data: MultiObjectSet, batch: int, rays: int, generator: to
     objs = (torch.randperm(N, generator=generator)[:batch] if N >= batch
             else torch.randint(0, N, (batch,), generator=generator))
     counts = data.counts[objs]
-    if not include_input and bool((counts < 2).any()):
-        raise ValueError("conditioned_batch(include_input=False) needs objects with two views")
     inp = (torch.rand(batch, generator=generator) * counts).long()
     if include_input:
         view = (torch.rand(batch, rays, generator=generator) * counts[:, None]).long()
-    else:   # uniform over the other views: draw among counts-1, skip the input's index
-        view = (torch.rand(batch, rays, generator=generator) * (counts[:, None] - 1)).long()
-        view = view + (view >= inp[:, None]).long()
+    else:
+        view = torch.stack([other_views(data, objs, inp, generator) for _ in range(rays)], 1)
     first = data.offsets[objs]
     o, d, rgb = draw_rays(data, first[:, None] + view, generator)
-    return ConditionedBatch(data.images[first + inp], data.cameras[first + inp], o, d, rgb, objs)
+    return ConditionedBatch(data.images[first + inp], data.cameras[first + inp], o, d, rgb, objs,
+                            inp)
+
+
+def other_views(data: MultiObjectSet, objects: torch.Tensor, views: torch.Tensor,
+                generator: torch.Generator) -> torch.Tensor:
+    """For each object ``objects[k]``, a uniformly drawn view other than its ``views[k]``
+    (indices among the object's views; objects need two views)."""
+    counts = data.counts[objects]
+    if bool((counts < 2).any()):
+        raise ValueError("other_views needs objects with at least two views")
+    other = (torch.rand(len(objects), generator=generator) * (counts - 1)).long()
+    return other + (other >= views).long()
