@@ -50,7 +50,7 @@ def test_point_projects_onto_its_pixel_and_samples_that_feature():
     ref, _ = cams.project(pts)
     assert torch.allclose(uv[0, 0], ref[0], atol=1e-4)
     assert torch.allclose(xyz[0, 0].norm(dim=-1), (pts - o).norm(dim=-1), atol=1e-5)
-    sampled = PixelNeRFModel.sample_features(state, uv)[0, 0]
+    sampled = PixelNeRFModel.sample_features(state.features, state.size, uv)[0, 0]
     assert torch.allclose(sampled, feats[0][:, rows, cols].T, atol=1e-5)
 
 
@@ -73,14 +73,14 @@ def test_views_are_averaged_at_the_combine_layer(tmp_path):
         xyz, uv = model.project(both, pts)
         d_cam = torch.einsum("bvij,bpj->bvpi", both.w2c[..., :3, :3], dirs)
         x = torch.cat([model.pos_enc(xyz * (model.freq_factor / torch.pi)), d_cam], -1)
-        z = model.sample_features(both, uv)
+        z = model.sample_features(both.features, both.size, uv)   # lin_z after sampling
         net = model.coarse
         h = net.lin_in(x) + net.lin_z(z)
         h = net.blocks[0](h).mean(1, keepdim=True)
         h = net.blocks[1](h)
         raw = net.lin_out(torch.relu(h))[:, 0]
-    assert torch.allclose(rgb2, torch.sigmoid(raw[..., :3]), atol=1e-6)
-    assert torch.allclose(sig2, torch.relu(raw[..., 3]), atol=1e-6)
+    assert torch.allclose(rgb2, torch.sigmoid(raw[..., :3]), atol=1e-5)
+    assert torch.allclose(sig2, torch.relu(raw[..., 3]), atol=1e-5)
     assert not torch.allclose(rgb1, rgb2)
 
 
