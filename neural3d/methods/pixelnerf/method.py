@@ -102,7 +102,7 @@ class PixelNeRF(Method):
         return self.model.encode_views(images.float(), cameras)
 
     @staticmethod
-    def _render(model: PixelNeRFModel, state: Encoded, cameras, chunk: int = 8192
+    def _render(model: PixelNeRFModel, state: Encoded, cameras, chunk: int = 2048
                 ) -> torch.Tensor:
         coarse, fine = model.fields(state)
         return render_image(model.renderer, coarse, cameras, chunk,
