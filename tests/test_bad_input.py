@@ -265,6 +265,9 @@ def test_ssdnerf_resume_refuses_a_different_config(ssdnerf_run, tmp_path, capsys
     cli_error(capsys, base + ["optim.decoder_lr=0.5", "model.n_samples=4"],
               "optim.decoder_lr", "model.n_samples")
     assert (run / "config.yaml").read_text() == text and _step(run) == 2
+    # the inference-only section (recon) may change, as the run length may
+    assert main([str(a) for a in base + ["recon.finetune_steps=7", "train.steps=3"]]) == 0
+    assert _step(run) == 3
 
 
 def test_demo_twice_in_a_row(tmp_path, monkeypatch, capsys):

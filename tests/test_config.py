@@ -197,13 +197,14 @@ def test_every_default_and_shipped_config_passes_its_limits():
     from neural3d.fields import FIELD_CONFIGS
     from neural3d.methods.diffusion2d.config import DiffusionExperiment
     from neural3d.methods.fit import FitConfig
+    from neural3d.methods.nerfdiff.config import NerfDiffConfig
     from neural3d.methods.pixelnerf.config import PixelNeRFConfig
     from neural3d.methods.ssdnerf.config import SSDNeRFConfig
     from neural3d.methods.stylenerf.config import StyleNeRFConfig
 
     by_prefix = {"ssdnerf": SSDNeRFConfig, "diffusion": DiffusionExperiment,
                  "stylenerf": StyleNeRFConfig, "eg3d": StyleNeRFConfig,
-                 "pixelnerf": PixelNeRFConfig}
+                 "pixelnerf": PixelNeRFConfig, "nerfdiff": NerfDiffConfig}
     for cls in (FitConfig, *by_prefix.values(), *FIELD_CONFIGS.values()):
         validate(cls())
     root = Path(__file__).resolve().parent.parent / "configs"

@@ -20,7 +20,8 @@ A resumed run must have the saved run's config: the checkpoint record's config i
 with the new one and any difference is refused, naming the keys, except the keys in
 :data:`RESUMABLE_KEYS` (run length, logging and output: any section's ``steps``,
 ``log_every``, ``eval_every``, ``ckpt_every``, ``progress``, ``vis``, ``tensorboard``, ``resume``,
-``overwrite``, ``out_dir``, and fit's ``eval_views_max``, ``turntable_frames``, ``chunk``).
+``overwrite``, ``out_dir``, fit's ``eval_views_max``, ``turntable_frames``, ``chunk``, and the
+inference-only sections SSDNeRF's ``recon`` and NerfDiff's ``ngd``).
 Temporary files of an interrupted checkpoint save (``.last.pt.*.tmp``) are removed at the start.
 """
 
@@ -38,10 +39,11 @@ from torch import nn
 from neural3d.methods.registry import Method, use_ema
 
 #: config keys (by their last dotted component) that may differ between a run and its
-#: resumption: run length, logging and outputs; every other difference is refused
+#: resumption: run length, logging, outputs and inference-only sections (training never reads
+#: them); every other difference is refused
 RESUMABLE_KEYS = frozenset({
     "steps", "log_every", "eval_every", "ckpt_every", "progress", "vis", "tensorboard", "resume",
-    "overwrite", "out_dir", "eval_views_max", "turntable_frames", "chunk"})
+    "overwrite", "out_dir", "eval_views_max", "turntable_frames", "chunk", "recon", "ngd"})
 
 
 def config_differences(saved: Any, new: Any, prefix: str = "") -> list[str]:

@@ -110,28 +110,37 @@ class Distiller:
     def x0(self, x: torch.Tensor, t: float, cond: torch.Tensor) -> torch.Tensor:
         return self.model.predict_x0(x, t, cond, self.cfg.guidance_scale)
 
+    def _pixel_rays(self, cams: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(origins, directions) [V + 1, H * W, 3]`` of ``cams`` and then the input camera
+        (on the CPU): the very rays their renders are made with."""
+        o, d = Cameras.cat([cams.to("cpu"), self.cam_in.to("cpu")]).pixel_rays()
+        return o.reshape(len(cams) + 1, -1, 3), d.reshape(len(cams) + 1, -1, 3)
+
+    def _ray_loss(self, planes: torch.Tensor, rays, rgb: torch.Tensor,
+                  weight: torch.Tensor) -> torch.Tensor:
+        """Weighted MSE of ``rays_per_view`` random pixels of each view of ``rays`` (from
+        :meth:`_pixel_rays`) against ``rgb [V, H * W, 3]``; ``weight [V]`` per view."""
+        V, R = rgb.shape[0], self.cfg.rays_per_view
+        px = torch.randint(0, rgb.shape[1], (V, R), generator=self.g)
+        view = torch.arange(V)[:, None].expand(V, R)
+        o, d, target = (x[view, px].to(planes) for x in (*rays, rgb))
+        pred = self.model.render_rays(planes, self.cam_in, o.reshape(1, -1, 3),
+                                      d.reshape(1, -1, 3), jitter=False)
+        err = (pred.reshape(V, R, 3) - target).pow(2).mean((1, 2))
+        return (err * weight.to(err)).sum() / weight.sum()
+
     def fit(self, planes: torch.Tensor, opt: torch.optim.Optimizer, targets: torch.Tensor,
             cams: Cameras, steps: int) -> None:
         """``steps`` Adam steps of ``planes`` on ``rays_per_view`` random pixels of each of
         ``targets [V, H, W, 3]`` seen from ``cams`` and of the input view (weight
-        ``anchor_weight``). The rays are the cameras' ``pixel_rays`` (the very rays the
-        renders were made with)."""
-        dev = planes.device
-        V, R = len(cams), self.cfg.rays_per_view
-        H, W = targets.shape[1:3]
-        o_all, d_all = Cameras.cat([cams.to("cpu"), self.cam_in.to("cpu")]).pixel_rays()
-        o_all, d_all = o_all.reshape(V + 1, H * W, 3), d_all.reshape(V + 1, H * W, 3)
-        rgb_all = torch.cat([targets, self.image]).cpu().reshape(V + 1, H * W, 3)
-        view = torch.arange(V + 1)[:, None].expand(V + 1, R)
-        w = torch.ones(V + 1, 1, device=dev)
-        w[V] = self.cfg.anchor_weight
+        ``anchor_weight``)."""
+        V = len(cams)
+        rays = self._pixel_rays(cams)
+        rgb = torch.cat([targets, self.image]).cpu().reshape(V + 1, -1, 3)
+        weight = torch.ones(V + 1)
+        weight[V] = self.cfg.anchor_weight
         for _ in range(steps):
-            px = torch.randint(0, H * W, (V + 1, R), generator=self.g)
-            o, d, rgb = (x[view, px].to(planes) for x in (o_all, d_all, rgb_all))
-            pred = self.model.render_rays(planes, self.cam_in, o.reshape(1, -1, 3),
-                                          d.reshape(1, -1, 3), jitter=False)
-            err = (pred.reshape(V + 1, R, 3) - rgb).pow(2).mean(-1)
-            loss = (err * w).sum() / (w.sum() * R)
+            loss = self._ray_loss(planes, rays, rgb, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -190,14 +199,17 @@ class Distiller:
         planes, opt = self._trainable()
         H, W = self.image.shape[1:3]
         per_step = max(1, min(len(cams), cfg.rays_per_view * len(cams) // (H * W)))
-        o_in, d_in = self.cam_in.pixel_rays()
+        rays = self._pixel_rays(cams)
+        anchor_rays = (rays[0][-1:], rays[1][-1:])
+        anchor_rgb = self.image.cpu().reshape(1, -1, 3)
+        one = torch.ones(1)
         for _ in range(cfg.steps * cfg.finetune_steps):
             idx = torch.randperm(len(cams), generator=self.g)[:per_step]
             n = len(idx)
-            o, d = cams[idx].to(planes.device).pixel_rays()
             img = self.model.render_rays(planes.expand(n, -1, -1, -1, -1),
                                          self.cam_in[torch.zeros(n, dtype=torch.long)],
-                                         o.reshape(n, -1, 3), d.reshape(n, -1, 3), jitter=False)
+                                         rays[0][idx].to(planes), rays[1][idx].to(planes),
+                                         jitter=False)
             x = to_signed(img.reshape(n, H, W, 3))
             t = 0.02 + (cfg.t_start - 0.02) * float(torch.rand((), generator=self.g))
             a, s = self.model.alpha_sigma(t, x)
@@ -206,11 +218,9 @@ class Distiller:
                 x0 = self.x0(a * x + s * eps, t, cond[idx.to(cond.device)])
                 eps_hat = (a * x + s * eps - a * x0) / s
             sds = (x * (eps_hat - eps)).sum() / x.numel()    # grad wrt x: (eps_hat - eps)
-            anchor = self.model.render_rays(planes, self.cam_in, o_in.reshape(1, -1, 3),
-                                            d_in.reshape(1, -1, 3), jitter=False)
-            fit = (anchor - self.image.reshape(1, -1, 3)).pow(2).mean()
+            loss = sds + cfg.anchor_weight * self._ray_loss(planes, anchor_rays, anchor_rgb, one)
             opt.zero_grad(set_to_none=True)
-            (sds + cfg.anchor_weight * fit).backward()
+            loss.backward()
             opt.step()
         return planes.detach()
 
