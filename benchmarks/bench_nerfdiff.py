@@ -12,7 +12,8 @@ pixelNeRF-lite baseline and SSDNeRF, on the same test objects and protocol.
         train.out_dir=outputs/runs/nd_ssdnerf
     # evaluate (rows can run in separate processes with --rows; the table is assembled from the
     # rows found in --out):
-    python benchmarks/bench_nerfdiff.py --nerfdiff outputs/runs/nerfdiff_toycars/checkpoints/last.pt \\
+    python benchmarks/bench_nerfdiff.py \\
+        --nerfdiff outputs/runs/nerfdiff_toycars/checkpoints/last.pt \\
         --pixelnerf outputs/runs/pixelnerf_toycars/checkpoints/last.pt \\
         --ssdnerf outputs/runs/nd_ssdnerf/checkpoints/last.pt
 

@@ -191,3 +191,20 @@ def test_bad_config_values_are_errors(tmp_path):
         load_config(NerfDiffConfig, None, ["ngd.gamma=1.5"])
     with pytest.raises(ConfigError, match="cdm.schedul"):
         load_config(NerfDiffConfig, None, ["cdm.schedul=cosine"])
+
+
+def test_residual_cdm_starts_at_the_render(tmp_path):
+    """``cdm.residual``: the untrained CDM (zero output layer) predicts its condition's render
+    as the clean view; it needs the x0 parameterisation."""
+    from neural3d.config import ConfigError, validate
+
+    cfg = tiny_config(tmp_path / "data", tmp_path / "run")
+    cfg.cdm.residual, cfg.cdm.parameterization = True, "x0"
+    model = NerfDiffModel(cfg)
+    cond = torch.rand(2, 3, 16, 16) * 2 - 1
+    x_t = torch.randn(2, 3, 16, 16)
+    assert torch.allclose(model.predict_x0(x_t, 0.5, cond), cond)
+    assert torch.equal(model.predict_x0(x_t, 0.5, None), torch.zeros_like(cond))
+    cfg.cdm.parameterization = "v"
+    with pytest.raises(ConfigError, match="cdm.residual"):
+        validate(cfg)

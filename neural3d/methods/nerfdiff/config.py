@@ -58,6 +58,9 @@ class CDMConfig:
     parameterization: str = "v"
     cond_dropout: float = 0.1       # the paper's 10 % (classifier-free guidance)
     condition_on_input: bool = False  # also concatenate the input view (not pixel-aligned)
+    # our option: with parameterization x0, predict the clean view as the condition's render
+    # plus the network's output (the untrained CDM returns the NeRF render instead of noise)
+    residual: bool = False
     weight: float = 1.0             # 0 = no CDM (a single-image NeRF only)
     batch: int = 4                  # target views per step (a full render each, no grad)
     start_step: int = 0             # steps that train the NeRF alone before the CDM joins
@@ -126,6 +129,9 @@ class NerfDiffConfig:
         if c.parameterization not in ("eps", "x0", "v"):
             raise invalid("cdm.parameterization",
                           f"must be eps, x0 or v, got {c.parameterization!r}")
+        if c.residual and c.parameterization != "x0":
+            raise invalid("cdm.residual", f"needs cdm.parameterization x0, got "
+                                          f"{c.parameterization!r}")
         if not self.ngd.elevations:
             raise invalid("ngd.elevations", "needs at least one elevation")
 

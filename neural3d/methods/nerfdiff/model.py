@@ -126,8 +126,13 @@ class NerfDiffModel(nn.Module):
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """The CDM's prediction (``cdm.parameterization``); ``cond=None`` is unconditional."""
-        return self.cdm(x_t, t, cond=cond)
+        """The CDM's prediction (``cdm.parameterization``); ``cond=None`` is unconditional.
+        With ``cdm.residual`` the prediction is the condition's render plus the network's
+        output (a zeroed condition adds nothing)."""
+        out = self.cdm(x_t, t, cond=cond)
+        if self.cfg.cdm.residual and cond is not None:
+            out = out + cond[:, :3]
+        return out
 
     def predict_x0(self, x_t: torch.Tensor, t: float, cond: torch.Tensor | None,
                    guidance_scale: float = 1.0) -> torch.Tensor:
