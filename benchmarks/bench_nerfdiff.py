@@ -5,6 +5,7 @@ pixelNeRF-lite baseline and SSDNeRF, on the same test objects and protocol.
     neural3d train nerfdiff --config configs/nerfdiff_toycars.yaml --threads 1 train.steps=2500
     cp outputs/runs/nerfdiff_toycars/checkpoints/last.pt outputs/runs/nerfdiff_nerf_only.pt
     neural3d train nerfdiff --config configs/nerfdiff_toycars.yaml --threads 1   # + the CDM
+    # (the NeRF is frozen from cdm.start_step on: the copy's NeRF is the final one's)
     neural3d train pixelnerf --config configs/pixelnerf_toycars.yaml --threads 1 \\
         train.time_budget=SECONDS_OF_THE_NERF_PHASE
     neural3d train ssdnerf --config configs/ssdnerf_toycars.yaml --threads 1 \\
