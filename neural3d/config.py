@@ -61,6 +61,19 @@ def invalid(key: str, why: str) -> ConfigError:
     return ConfigError(f"{key}: {why}")
 
 
+def check_box(key: str, aabb) -> None:
+    """A box ``[xmin, ymin, zmin, xmax, ymax, zmax]`` with min < max on every axis, else the
+    :func:`invalid` error naming ``key``."""
+    if len(aabb) != 6 or not all(lo < hi for lo, hi in zip(aabb[:3], aabb[3:], strict=True)):
+        raise invalid(key, f"needs 6 numbers with min < max, got {aabb}")
+
+
+def check_length(key: str, values, n: int) -> None:
+    """``values`` has ``n`` entries (e.g. an RGB background), else the :func:`invalid` error."""
+    if len(values) != n:
+        raise invalid(key, f"needs {n} numbers, got {values}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Range:
     """The allowed values of a numeric key: ``lo``/``hi`` bounds (None: unbounded), open or

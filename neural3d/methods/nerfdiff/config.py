@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from neural3d.config import Range, at_least, between, invalid, positive
+from neural3d.config import Range, at_least, between, check_box, check_length, invalid, positive
 from neural3d.methods.multiview import MultiViewDataConfig
 from neural3d.train import TrainConfig
 
@@ -116,11 +116,8 @@ class NerfDiffConfig:
 
     def validate(self) -> None:
         m, c = self.model, self.cdm
-        if len(m.aabb) != 6 or not all(lo < hi for lo, hi in zip(m.aabb[:3], m.aabb[3:],
-                                                                  strict=True)):
-            raise invalid("model.aabb", f"needs 6 numbers with min < max, got {m.aabb}")
-        if len(m.background) != 3:
-            raise invalid("model.background", f"needs 3 numbers, got {m.background}")
+        check_box("model.aabb", m.aabb)
+        check_length("model.background", m.background, 3)
         if m.density_activation not in ("trunc_exp", "softplus", "relu"):
             raise invalid("model.density_activation",
                           f"must be trunc_exp, softplus or relu, got {m.density_activation!r}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from neural3d.config import Range, at_least, between, invalid, positive
+from neural3d.config import Range, at_least, between, check_box, invalid, positive
 from neural3d.methods.multiview import MultiViewDataConfig
 from neural3d.train import TrainConfig
 
@@ -53,9 +53,7 @@ class ModelConfig:
         if self.density_activation not in DENSITY_ACTIVATIONS:
             raise invalid("density_activation", f"must be one of {', '.join(DENSITY_ACTIVATIONS)}"
                                                 f", got {self.density_activation!r}")
-        if len(self.aabb) != 6 or not all(lo < hi for lo, hi in zip(self.aabb[:3], self.aabb[3:],
-                                                                     strict=True)):
-            raise invalid("aabb", f"needs 6 numbers with min < max, got {self.aabb}")
+        check_box("aabb", self.aabb)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from neural3d.config import Range, at_least, between, invalid, positive
+from neural3d.config import Range, at_least, between, check_box, check_length, invalid, positive
 from neural3d.methods.multiview import MultiViewDataConfig
 from neural3d.train import TrainConfig
 
@@ -130,11 +130,8 @@ class SSDNeRFConfig:
         if d.sample_steps > d.num_steps:
             raise invalid("diffusion.sample_steps", f"must be <= diffusion.num_steps "
                                                     f"({d.num_steps}), got {d.sample_steps}")
-        if len(m.aabb) != 6 or not all(lo < hi for lo, hi in zip(m.aabb[:3], m.aabb[3:],
-                                                                  strict=True)):
-            raise invalid("model.aabb", f"needs 6 numbers with min < max, got {m.aabb}")
-        if len(m.background) != 3:
-            raise invalid("model.background", f"needs 3 numbers, got {m.background}")
+        check_box("model.aabb", m.aabb)
+        check_length("model.background", m.background, 3)
 
 
 __all__ = ["ModelConfig", "DiffusionConfig", "LossConfig", "OptimConfig",
