@@ -127,19 +127,16 @@ class ConditionedBatch:
 
 
 def conditioned_batch(data: MultiObjectSet, batch: int, rays: int, generator: torch.Generator,
-                      include_input: bool = True) -> ConditionedBatch:
+                      ) -> ConditionedBatch:
     """``batch`` random objects (without repeats when there are enough), one random input view
-    each, and ``rays`` random rays drawn uniformly from the object's views: all of them with
-    ``include_input``, else the views other than the input (objects need two views then)."""
+    each, and ``rays`` random rays drawn uniformly from all the object's views (the input
+    included)."""
     N = len(data)
     objs = (torch.randperm(N, generator=generator)[:batch] if N >= batch
             else torch.randint(0, N, (batch,), generator=generator))
     counts = data.counts[objs]
     inp = (torch.rand(batch, generator=generator) * counts).long()
-    if include_input:
-        view = (torch.rand(batch, rays, generator=generator) * counts[:, None]).long()
-    else:
-        view = torch.stack([other_views(data, objs, inp, generator) for _ in range(rays)], 1)
+    view = (torch.rand(batch, rays, generator=generator) * counts[:, None]).long()
     first = data.offsets[objs]
     o, d, rgb = draw_rays(data, first[:, None] + view, generator)
     return ConditionedBatch(data.images[first + inp], data.cameras[first + inp], o, d, rgb, objs,

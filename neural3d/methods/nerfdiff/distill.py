@@ -101,6 +101,16 @@ class Distiller:
         """The CDM's conditions for ``cams``: the initial NeRF's renders ``[V, H, W, 3]``."""
         return self.model.render_views(self.planes0, self.cam_in, cams)
 
+    def conditioned(self, cams: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(renders [V, H, W, 3], the CDM's conditions [V, 3|6, H, W])`` of ``cams``."""
+        renders = self.conditions(cams)
+        return renders, self.model.condition(renders, self.image.expand(len(cams), -1, -1, -1))
+
+    def virtual(self) -> tuple[Cameras, torch.Tensor, torch.Tensor]:
+        """The virtual cameras with their renders and conditions (:meth:`conditioned`)."""
+        cams = virtual_cameras(self.cam_in, self.cfg.views, self.cfg.elevations)
+        return (cams, *self.conditioned(cams))
+
     def start(self, renders: torch.Tensor) -> torch.Tensor:
         """The renders noised to ``t_start`` (noise from the generator): ``[V, 3, H, W]``."""
         x = to_signed(renders)
@@ -153,8 +163,7 @@ class Distiller:
     def sample(self, cams: Cameras) -> torch.Tensor:
         """CDM samples ``[V, H, W, 3]`` of ``cams``, each conditioned on its NeRF render and
         started from it noised (``cdm`` and ``naive``)."""
-        renders = self.conditions(cams)
-        cond = self.model.condition(renders, self.image.expand(len(cams), -1, -1, -1))
+        renders, cond = self.conditioned(cams)
         x = self.start(renders)
         with torch.no_grad():
             for t, s in _times(self.cfg):
@@ -173,9 +182,7 @@ class Distiller:
 
     def ngd(self) -> torch.Tensor:
         cfg = self.cfg
-        cams = virtual_cameras(self.cam_in, cfg.views, cfg.elevations)
-        renders = self.conditions(cams)
-        cond = self.model.condition(renders, self.image.expand(len(cams), -1, -1, -1))
+        cams, renders, cond = self.virtual()
         x = self.start(renders)
         planes, opt = self._trainable()
         steps = _times(cfg)
@@ -193,9 +200,7 @@ class Distiller:
 
     def sds(self) -> torch.Tensor:
         cfg = self.cfg
-        cams = virtual_cameras(self.cam_in, cfg.views, cfg.elevations)
-        renders = self.conditions(cams)
-        cond = self.model.condition(renders, self.image.expand(len(cams), -1, -1, -1))
+        cams, _, cond = self.virtual()
         planes, opt = self._trainable()
         H, W = self.image.shape[1:3]
         per_step = max(1, min(len(cams), cfg.rays_per_view * len(cams) // (H * W)))

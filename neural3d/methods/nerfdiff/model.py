@@ -14,6 +14,7 @@ from torch import nn
 
 from neural3d.cameras import Cameras
 from neural3d.diffusion import make_schedule
+from neural3d.diffusion.guidance import classifier_free_guidance
 from neural3d.diffusion.parameterization import DiffusionObjective, to_x0
 from neural3d.diffusion.unet import UNet
 from neural3d.fields.triplane import TriplaneField
@@ -139,9 +140,9 @@ class NerfDiffModel(nn.Module):
         """The CDM's clean estimate at time ``t`` with classifier-free guidance ``uncond + w
         (cond - uncond)`` (``w = 1``: plain conditional)."""
         tt = torch.full((x_t.shape[0],), float(t), device=x_t.device)
-        pred = self.denoise(x_t, tt, cond)
-        if guidance_scale != 1.0:
-            pred = pred + (guidance_scale - 1.0) * (pred - self.denoise(x_t, tt, None))
+        cfg_model = classifier_free_guidance(self.denoise, guidance_scale, {"cond": None},
+                                             batched=False)
+        pred = cfg_model(x_t, tt, cond=cond)
         alpha, sigma = self.alpha_sigma(t, x_t)
         return to_x0(pred, self.parameterization, x_t, alpha, sigma)
 
