@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -180,13 +181,44 @@ MULTISCALE_SMOKE = ["data.objects=2", "data.views=4", "data.supersample=1", "opt
 
 
 def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+    return re.sub("[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def multiscale_settings(args) -> dict:
+    """What makes two multiscale results comparable (stored with each model's result)."""
+    return {k: getattr(args, k) for k in ("train_seconds", "steps", "cfg", "n_samples", "n_real",
+                                          "seed", "threads", "smoke", "overrides")}
+
+
+def selected_models(spec: str) -> list[tuple[str, str, list[str]]]:
+    """``--models``: comma-separated row numbers (0-5) or slugs of :data:`MULTISCALE`."""
+    if not spec:
+        return MULTISCALE
+    by_key = {**{str(i): m for i, m in enumerate(MULTISCALE)},
+              **{slug(m[0]): m for m in MULTISCALE}}
+    unknown = [k for k in spec.split(",") if k not in by_key]
+    if unknown:
+        raise SystemExit(f"--models: unknown {unknown}; choose from "
+                         f"{', '.join(f'{i}={slug(m[0])}' for i, m in enumerate(MULTISCALE))}")
+    return [by_key[k] for k in spec.split(",")]
 
 
 def bench_multiscale(args) -> dict:
+    """Train and score the selected models; each result is stored as ``OUT/<model>.json`` with
+    its settings, so the six models can run in separate processes (one per core) or sessions;
+    the table shows every model of ``OUT`` measured with the same settings."""
     out = Path(args.out)
-    res, rows, fid, images = {}, [], None, None
-    for name, cfg_path, row_over in MULTISCALE:
+    settings = multiscale_settings(args)
+    fid, data, images = None, None, None
+    for name, cfg_path, row_over in selected_models(args.models):
+        result_file = out / f"{slug(name)}.json"
+        if result_file.exists():
+            stored = json.loads(result_file.read_text())
+            if stored["settings"] != settings:
+                raise SystemExit(f"{result_file}: measured with other settings "
+                                 f"({stored['settings']}); choose another --out")
+            print(f"  {name}: measured before, {result_file}")
+            continue
         over = (MULTISCALE_SMOKE if args.smoke else []) + [
             f"train.out_dir={out}/{slug(name)}", "train.steps=1000000", "train.resume="]
         exp = load_experiment(str(ROOT / cfg_path), over + args.overrides + row_over)
@@ -211,23 +243,36 @@ def bench_multiscale(args) -> dict:
             y = torch.arange(len(imgs)) % pipe.num_classes
             r["grid"] = str(write_grid(out / f"multiscale_{slug(name)}.png", imgs, y,
                                        args.grid))
-        res[name] = r
         print(f"  {name}: {json.dumps(r)}", flush=True)
-        rows.append([name, f"{r['params'] / 1e6:.2f}M", str(r["steps"]), f"{train_s:.0f}",
-                     str(args.steps), f"{r['fid']:.2f}" if "fid" in r else "n/a",
+        result_file.write_text(json.dumps({"settings": settings, "result": r}, indent=2))
+    return multiscale_table(args, out, settings)
+
+
+def multiscale_table(args, out: Path, settings: dict) -> dict:
+    """Print the table of every model stored in ``out`` with ``settings``; returns them."""
+    res, rows = {}, []
+    for name, _, _ in MULTISCALE:
+        f = out / f"{slug(name)}.json"
+        stored = json.loads(f.read_text()) if f.exists() else None
+        if stored is None or stored["settings"] != settings:
+            rows.append([name] + ["not run"] + [""] * 6)
+            continue
+        r = res[name] = stored["result"]
+        rows.append([name, f"{r['params'] / 1e6:.2f}M", str(r["steps"]),
+                     f"{r['train_seconds']:.0f}", str(r["nfe"]),
+                     f"{r['fid']:.2f}" if "fid" in r else "n/a",
                      f"{r['kid']:.4f}" if "kid" in r else "n/a",
                      f"{r['sec_per_sample']:.3f}" if "sec_per_sample" in r else "n/a"])
     print_table(f"64x64 toy renders, equal training budget ({args.train_seconds:.0f} s each), "
                 f"DDIM, {args.steps} network evaluations, cfg {args.cfg}, {args.n_samples} "
-                f"samples vs {min(args.n_real, len(images))} real, device "
-                f"{resolve_device('auto')}",
+                f"samples vs {args.n_real} real (at most), device {resolve_device('auto')}",
                 ["model", "params", "train steps", "train s", "NFE", "FID", "KID", "s/sample"],
                 rows)
-    base = res[MULTISCALE[0][0]].get("fid")
-    for name in (MULTISCALE[3][0], MULTISCALE[4][0], MULTISCALE[5][0]):
-        if base and "fid" in res[name]:
+    base = res.get(MULTISCALE[0][0], {}).get("fid")
+    for name, _, _ in MULTISCALE[1:]:
+        if base and "fid" in res.get(name, {}):
             print(f"  {name}: FID {100 * (res[name]['fid'] / base - 1):+.1f}% vs the single-scale "
-                  f"U-Net (target <= -20%)")
+                  f"U-Net (target for the multi-scale models: <= -20%)")
     return res
 
 
@@ -250,6 +295,9 @@ def main(argv=None) -> int:
     p.add_argument("--grid", type=int, default=8, help="images per class row in the grids")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--out", default="runs/bench_diffusion")
+    p.add_argument("--models", default="",
+                   help="multiscale: comma-separated rows (0-5 or names; default all); results "
+                        "accumulate in --out, so rows can run in separate processes")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--smoke", action="store_true",
                    help="tiny data/models/steps: checks the wiring in minutes, not results")
