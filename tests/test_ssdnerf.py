@@ -139,7 +139,8 @@ def test_nan_guard_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch):
     cfg = tiny_config(data_root, tmp_path / "nan", steps=2)
     train(cfg)
     monkeypatch.setattr(SSDNeRFModel, "diffusion_loss",
-                        lambda self, lat, g=None, reduce=True: lat.sum() * float("nan"))
+                        lambda self, lat, g=None, reduce=True, update_norm=True:
+                        lat.sum() * float("nan"))
     with pytest.raises(NonFiniteLossError):
         train(tiny_config(data_root, tmp_path / "nan", steps=4))
     assert load_ssdnerf(tmp_path / "nan/checkpoints/last.pt").checkpoint_step == 2

@@ -122,6 +122,24 @@ def test_ema_and_grad_clip():
     assert ema.module.weight.item() == pytest.approx(0.75)
 
 
+def test_ema_rampup_caps_the_half_life_then_reaches_the_decay():
+    from neural3d.train.ema import rampup_decay
+
+    d = 0.5 ** (16 / 4000)                       # SSDNeRF: ema_kimg 4 at batch 16 (250 steps)
+    assert rampup_decay(d, 0, 0.0) == d
+    assert rampup_decay(d, 0, 0.05) == pytest.approx(0.5 ** 20)      # half-life 0.05 steps
+    assert rampup_decay(d, 199, 0.05) == pytest.approx(0.5 ** 0.1)   # half-life 10 steps
+    assert rampup_decay(d, 10 ** 6, 0.05) == pytest.approx(d)        # capped by 250 steps
+    m = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        m.weight.fill_(0.0)
+    ema = EMA(m, 0.9)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    ema.update(m, decay=0.25)                    # a per-call decay overrides the stored one
+    assert ema.module.weight.item() == pytest.approx(0.75) and ema.decay == 0.9
+
+
 def test_grad_clip_reported(tmp_path):
     model = nn.Linear(1, 1)
     cfg = TrainConfig(steps=2, out_dir=str(tmp_path), progress=False, tensorboard=False,

@@ -47,7 +47,10 @@ class Denoiser:
     ``model(x_t, t[B], **model_kwargs)`` predicts ``parameterization`` (eps, x0 or v); wrap it with
     :func:`~neural3d.diffusion.guidance.classifier_free_guidance` for CFG. ``guidance`` is a list
     of objects with ``apply(x_t, t, x0, eps, alpha, sigma, cond) -> eps`` (classifier and
-    measurement guidance); ``thresholding`` is ``None``, ``"clip"`` or ``"dynamic"``."""
+    measurement guidance); ``thresholding`` is ``None``, ``"clip"`` or ``"dynamic"`` with bound
+    ``clip``: it applies to the network's x0 *before* the guidance terms see it (so a measurement
+    loss is taken on the thresholded estimate, as SSDNeRF's guided reconstruction does) and again
+    to the guided x0."""
 
     def __init__(self, model: Callable, schedule, parameterization: str = "eps",
                  model_kwargs: dict | None = None, guidance: list | None = None,
@@ -76,6 +79,9 @@ class Denoiser:
             pred = self.model(x_in, tt, **self.kwargs)
             x0 = to_x0(pred, self.parameterization, x_in, alpha, sigma)
             eps = to_eps(pred, self.parameterization, x_in, alpha, sigma)
+            if self.thresholding not in (None, "none") and self.guidance:
+                x0 = threshold_x0(x0, self.thresholding, self.clip)
+                eps = (x_in - alpha * x0) / sigma
             for g in self.guidance:
                 eps = g.apply(x_in, tt, x0, eps, alpha, sigma, self.kwargs)
                 x0 = (x_in - sigma * eps) / alpha
@@ -106,10 +112,12 @@ def _noise(shape, generator, device, dtype) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=dtype).to(device)
 
 
-def _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding):
+def _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding,
+                   clip):
     if isinstance(model, Denoiser):
         return model
-    return Denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding)
+    return Denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding,
+                    clip)
 
 
 def _init(x_T, shape, generator, device, dtype):
@@ -193,6 +201,7 @@ def sample_loop(denoiser: Denoiser, x_T: torch.Tensor, grid: Sequence[float] | t
 def ddim_sample(model, shape=None, schedule=None, *, steps: int = 50, eta: float = 0.0,
                 parameterization: str = "eps", model_kwargs: dict | None = None,
                 guidance: list | None = None, thresholding: str | None = None,
+                clip: float = 1.0,
                 spacing: str = "uniform", x_T: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, device=None,
                 dtype=torch.float32, progress: bool = False,
@@ -200,7 +209,8 @@ def ddim_sample(model, shape=None, schedule=None, *, steps: int = 50, eta: float
     """DDIM with ``eta`` (:func:`ddim_step`) over ``steps`` model calls."""
     if eta < 0:
         raise ValueError("eta must be >= 0")
-    den = _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding)
+    den = _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding,
+                         clip)
     x = _init(x_T, shape, generator, device, dtype)
     return sample_loop(den, x, den.schedule.timesteps(steps, spacing),
                        partial(ddim_step, eta=eta, generator=generator), progress=progress,
@@ -210,13 +220,15 @@ def ddim_sample(model, shape=None, schedule=None, *, steps: int = 50, eta: float
 def ddpm_sample(model, shape=None, schedule=None, *, steps: int | None = None,
                 parameterization: str = "eps", model_kwargs: dict | None = None,
                 guidance: list | None = None, thresholding: str | None = None,
+                clip: float = 1.0,
                 spacing: str = "uniform", x_T: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, device=None,
                 dtype=torch.float32, progress: bool = False,
                 callback: Callable | None = None) -> torch.Tensor:
     """DDPM ancestral sampling (:func:`ddpm_step`). ``steps`` defaults to the schedule's ``N``
     (1000)."""
-    den = _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding)
+    den = _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding,
+                         clip)
     steps = steps or den.schedule.num_steps or 1000
     x = _init(x_T, shape, generator, device, dtype)
     return sample_loop(den, x, den.schedule.timesteps(steps, spacing),
@@ -227,6 +239,7 @@ def ddpm_sample(model, shape=None, schedule=None, *, steps: int | None = None,
 def dpmpp_2m_sample(model, shape=None, schedule=None, *, steps: int = 20,
                     parameterization: str = "eps", model_kwargs: dict | None = None,
                     guidance: list | None = None, thresholding: str | None = None,
+                    clip: float = 1.0,
                     spacing: str = "uniform", x_T: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, device=None,
                     dtype=torch.float32, progress: bool = False,
@@ -238,7 +251,8 @@ def dpmpp_2m_sample(model, shape=None, schedule=None, *, steps: int = 20,
     DDPM-1000. ``"logsnr"`` solves the exact ODE more accurately at few steps (the Gaussian
     oracle tests pass with it at 20 steps; uniform needs about 40 there), but the learned
     model's samples were worse with it."""
-    den = _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding)
+    den = _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding,
+                         clip)
     x = _init(x_T, shape, generator, device, dtype)
     return sample_loop(den, x, den.schedule.timesteps(steps, spacing), dpmpp_2m_step,
                        progress=progress, desc=f"DPM++2M-{steps}", callback=callback)

@@ -1,4 +1,5 @@
-"""Input encodings: NeRF positional encoding and the multiresolution hash encoding.
+"""Input encodings: NeRF positional encoding, real spherical harmonics of view directions, and
+the multiresolution hash encoding.
 
 The hash encoding (Müller et al. 2022, instant-NGP) has two implementations behind one
 interface (:func:`make_hash_encoding`): tiny-cuda-nn when it imports and the device is CUDA,
@@ -36,6 +37,29 @@ class PositionalEncoding(nn.Module):
         xb = x[..., None, :] * self.freqs[:, None]  # [..., F, D]
         enc = torch.cat([torch.sin(xb), torch.cos(xb)], dim=-2).flatten(-2)
         return torch.cat([x, enc], dim=-1) if self.include_input else enc
+
+
+def spherical_harmonics(dirs: torch.Tensor, degree: int = 4) -> torch.Tensor:
+    """Real spherical harmonics of unit directions ``[..., 3]`` -> ``[..., degree**2]`` (bands
+    ``l < degree``, ``degree`` in 1..4), orthonormal on the sphere (``∫ Y_i Y_j dΩ = δ_ij``), in
+    the sign and order convention of instant-NGP's SH encoder (which SSDNeRF's decoder uses)."""
+    if not 1 <= degree <= 4:
+        raise ValueError(f"spherical_harmonics: degree must be 1..4, got {degree}")
+    x, y, z = dirs.unbind(-1)
+    out = [torch.full_like(x, 0.28209479177387814)]
+    if degree > 1:
+        out += [-0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x]
+    if degree > 2:
+        xx, yy, zz = x * x, y * y, z * z
+        out += [1.0925484305920792 * x * y, -1.0925484305920792 * y * z,
+                0.94617469575755997 * zz - 0.31539156525251999, -1.0925484305920792 * x * z,
+                0.54627421529603959 * (xx - yy)]
+    if degree > 3:
+        out += [0.59004358992664352 * y * (yy - 3 * xx), 2.8906114426405538 * x * y * z,
+                0.45704579946446572 * y * (1 - 5 * zz), 0.3731763325901154 * z * (5 * zz - 3),
+                0.45704579946446572 * x * (1 - 5 * zz), 1.4453057213202769 * z * (xx - yy),
+                0.59004358992664352 * x * (3 * yy - xx)]
+    return torch.stack(out, dim=-1)
 
 
 def hash_coords(coords: torch.Tensor, table_size: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 
 from neural3d.config import Range, at_least, between
 from neural3d.fields.base import Field, density_activation, normalize_aabb, tv_loss, widened_sigmoid
+from neural3d.fields.encodings import spherical_harmonics
 from neural3d.fields.registry import FieldConfig, register_field
 from neural3d.fields.triplane_sample import triplane_sample
 
@@ -61,6 +62,39 @@ class TriplaneDecoder(nn.Module):
         return density, out
 
 
+class ViewDependentDecoder(nn.Module):
+    """SSDNeRF's triplane decoder (Lakonik/SSDNeRF ``TriPlaneDecoder`` with ``base_layers =
+    [C_in, hidden]``, ``use_dir_enc``, ``dir_layers = [16, hidden]``): features ``[N, C_in]`` and
+    unit view directions ``[N, 3]`` -> raw density ``[N]`` and colour ``[N, 3]``::
+
+        h = W_base f                              (no activation yet)
+        density = act(W_sigma silu(h))
+        colour = widened_sigmoid(W_rgb silu(h + W_dir SH(d)))   (SH: 16 real harmonics)
+
+    ``W_dir`` starts at zero, so the colour is view-independent until the data asks otherwise;
+    the other layers start Xavier-uniform as in the reference."""
+
+    def __init__(self, in_channels: int, hidden: int = 64, density_activation: str = "trunc_exp"):
+        super().__init__()
+        self.base = nn.Linear(in_channels, hidden)
+        self.density = nn.Linear(hidden, 1)
+        self.direction = nn.Linear(16, hidden)
+        self.colour = nn.Linear(hidden, 3)
+        for lin in (self.base, self.density, self.colour):
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        nn.init.zeros_(self.direction.weight)
+        nn.init.zeros_(self.direction.bias)
+        self.rgb, self.out_channels, self.act = True, 3, density_activation
+
+    def forward(self, feats: torch.Tensor, dirs: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.base(feats)
+        density = density_activation(self.density(F.silu(h))[..., 0], self.act)
+        sh = spherical_harmonics(F.normalize(dirs, dim=-1).to(feats.dtype))
+        return density, widened_sigmoid(self.colour(F.silu(h + self.direction(sh))))
+
+
 class TriplaneField(Field):
     """Triplane + decoder as a field (protocol in INTERFACES.md).
 
@@ -71,19 +105,30 @@ class TriplaneField(Field):
 
     The own planes (``learn_planes=True``) are its table parameters; ``tv_weight > 0`` adds
     ``{"tv": tv_weight * tv_loss(planes)}`` to :meth:`regularizers`.
+
+    ``decoder="mlp"`` (default): :class:`TriplaneDecoder`, directions ignored;
+    ``decoder="view_sh"``: :class:`ViewDependentDecoder` (``layers``, ``out_channels`` and
+    ``rgb`` do not apply), which needs ``directions`` shaped like ``positions``.
     """
 
     def __init__(self, resolution: int = 96, channels: int = 16, hidden: int = 64,
                  layers: int = 2, out_channels: int = 3, rgb: bool = True,
                  aggregate: str = "sum", aabb: Sequence[float] = (-1, -1, -1, 1, 1, 1),
                  learn_planes: bool = True, init_std: float = 0.1,
-                 density_activation: str = "softplus", tv_weight: float = 0.0):
+                 density_activation: str = "softplus", tv_weight: float = 0.0,
+                 decoder: str = "mlp"):
         super().__init__(aabb)
         self.tv_weight = tv_weight
         self.aggregate, self.channels, self.resolution = aggregate, channels, resolution
         in_ch = 3 * channels if aggregate == "concat" else channels
-        self.decoder = TriplaneDecoder(in_ch, hidden, layers, out_channels, rgb,
-                                       density_activation)
+        if decoder == "mlp":
+            self.decoder = TriplaneDecoder(in_ch, hidden, layers, out_channels, rgb,
+                                           density_activation)
+        elif decoder == "view_sh":
+            self.decoder = ViewDependentDecoder(in_ch, hidden, density_activation)
+        else:
+            raise ValueError(f"TriplaneField: decoder must be 'mlp' or 'view_sh', got {decoder!r}")
+        self.view_dependent = decoder == "view_sh"
         if learn_planes:
             self.planes = nn.Parameter(torch.randn(1, 3, channels, resolution, resolution)
                                        * init_std)
@@ -108,7 +153,14 @@ class TriplaneField(Field):
             xn = normalize_aabb(positions, self.aabb).reshape(B, -1, 3)
             out_shape = lead
         feats = sample_triplane(planes, xn, self.aggregate)
-        density, out = self.decoder(feats)
+        if self.view_dependent:
+            if directions is None or directions.shape != positions.shape:
+                raise ValueError("TriplaneField(decoder='view_sh') needs directions shaped like "
+                                 f"positions {tuple(positions.shape)}, got "
+                                 f"{None if directions is None else tuple(directions.shape)}")
+            density, out = self.decoder(feats, directions.reshape(feats.shape[:-1] + (3,)))
+        else:
+            density, out = self.decoder(feats)
         density = torch.where(self.inside(xn), density, torch.zeros_like(density))
         return density.reshape(out_shape), out.reshape(*out_shape, out.shape[-1])
 

@@ -24,7 +24,7 @@ from neural3d.config import Range, at_least, between, invalid
 from neural3d.env_info import git_commit
 from neural3d.train.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from neural3d.train.distributed import world_info
-from neural3d.train.ema import EMA
+from neural3d.train.ema import EMA, rampup_decay
 from neural3d.train.loggers import Logger, check_vis, make_logger
 
 
@@ -74,7 +74,7 @@ class TrainConfig:
     limits: ClassVar[dict[str, Range]] = {
         "steps": at_least(1), "log_every": at_least(1), "eval_every": at_least(0),
         "ckpt_every": at_least(0), "ema_decay": between(0, 1, hi_open=True),
-        "grad_clip": at_least(0)}
+        "ema_rampup": at_least(0), "grad_clip": at_least(0)}
     steps: int = 1000
     seed: int = 0
     out_dir: str = "runs/default"
@@ -82,6 +82,8 @@ class TrainConfig:
     eval_every: int = 0          # calls eval_fn (images/scalars) every N steps; 0 = only at end
     ckpt_every: int = 500        # 0 = only at the end
     ema_decay: float = 0.0       # 0 = no EMA
+    ema_rampup: float = 0.0      # > 0: the EMA half-life is capped at ema_rampup * step
+    #                              (StyleGAN2-ADA / SSDNeRF ramp-up; 0.05 there); 0 = fixed
     grad_clip: float = 0.0       # max grad norm (all optimisers; each one in manual mode); 0 = off
     amp: bool = True             # autocast on CUDA only (never on CPU)
     amp_dtype: str = "bf16"      # bf16 | fp16 (fp16 uses a GradScaler)
@@ -606,7 +608,7 @@ class Trainer:
                     if k in self._stepped:
                         sched.step()
                 for k, e in self.emas.items():
-                    e.update(self.raw[k])
+                    e.update(self.raw[k], rampup_decay(e.decay, step, self.cfg.ema_rampup))
                 scalars = self._reduce(out)
                 scalars["step"] = step
                 self.history.append(scalars)

@@ -3,9 +3,18 @@
 Paper facts we follow (Chen et al., ICCV 2023, and its public configs): triplane latents
 3 x 6 x 128 x 128 reshaped to 18 channels for the U-Net; DDPM linear beta schedule with 1000
 steps; **v-prediction**; the diffusion loss weighted in x0-space by ``snr ** omega`` with
-``omega = 0.5`` for unconditional generation and 0.25 for reconstruction models (uniform
-timesteps); diffusion weight constant ``c_diff = 4``; pixel MSE weight 20; L2 latent regulariser
-(power 2) weight 3e-3; shared triplane decoder MLP (SiLU, trunc_exp density). Our own choices are
+``omega = 0.5`` (the paper configs of Lakonik/SSDNeRF: 0.5 for cars, unconditional and
+1-view alike, and ABO tables; 0.25 for chairs 1-view); diffusion weight constant
+``c_diff = 4``; pixel MSE weight 20; L2 latent regulariser (power 2) weight 3e-3; shared
+triplane decoder MLP (SiLU, trunc_exp density).
+
+The reference code's details, each a switch (``configs/ssdnerf_*_reference.yaml`` turns them on):
+``model.code_activation = tanh`` (the code is ``code_scale * tanh(code_)``, the cache holds
+``code_``), ``model.plane_aggregate = concat`` + ``model.decoder = view_sh`` (18 features, one
+hidden layer, a zero-initialised spherical-harmonics view branch), ``diffusion.clip_x0 = 2``
+(x0 clipped at every sampling step, guided or not), ``loss.scaling = reference``
+(``DDPMMSELossMod``: 0.5 * MSE divided by a running mean of ``x0**2``, momentum 1e-3; pixel loss
+weight times ``3 * (1 - exp(-0.1 * V))`` for an object of ``V`` views). Our own choices are
 marked in the field comments.
 """
 
@@ -27,11 +36,15 @@ class ModelConfig:
         "decoder_hidden": at_least(1), "decoder_layers": at_least(0), "aabb": Range(),
         "n_samples": at_least(1), "background": between(0, 1), "unet_channels": at_least(1),
         "unet_mult": at_least(1), "unet_blocks": at_least(1), "unet_attention": at_least(1),
-        "unet_dropout": between(0, 1, hi_open=True)}
+        "unet_dropout": between(0, 1, hi_open=True), "code_scale": positive()}
     plane_channels: int = 6         # per plane (paper: 6)
     plane_res: int = 128            # paper: 128
     decoder_hidden: int = 64
-    decoder_layers: int = 2
+    decoder_layers: int = 2         # hidden layers of decoder "mlp"
+    decoder: str = "mlp"            # mlp (ours) | view_sh (the reference: 1 layer + SH views)
+    plane_aggregate: str = "sum"    # sum (ours) | concat (the reference: 3C features)
+    code_activation: str = "none"   # none (ours) | tanh: code = code_scale * tanh(code_)
+    code_scale: float = 2.0         # the reference's TanhCode scale
     density_activation: str = "trunc_exp"
     aabb: list = field(default_factory=lambda: [-0.5, -0.5, -0.5, 0.5, 0.5, 0.5])
     n_samples: int = 64             # stratified samples per ray
@@ -48,7 +61,7 @@ class ModelConfig:
 class DiffusionConfig:
     limits: ClassVar[dict[str, Range]] = {
         "num_steps": at_least(1), "snr_power": Range(), "weight": at_least(0),
-        "sample_steps": at_least(1)}
+        "sample_steps": at_least(1), "clip_x0": at_least(0)}
     schedule: str = "linear"        # DDPM linear betas
     num_steps: int = 1000
     parameterization: str = "v"
@@ -56,35 +69,51 @@ class DiffusionConfig:
     weight: float = 4.0             # c_diff (lambda)
     sampler: str = "ddim"           # ddim | ode (DPM-Solver++ 2M)
     sample_steps: int = 50
+    clip_x0: float = 0.0            # > 0: clamp x0 to [-clip_x0, clip_x0] at every sampling
+    #                                 step (the reference: 2 = code_scale); 0: no clipping
 
 
 @dataclass
 class LossConfig:
     limits: ClassVar[dict[str, Range]] = {
         "render_weight": at_least(0), "reg_weight": at_least(0), "tv_weight": at_least(0),
-        "rays_per_object": at_least(1)}
+        "rays_per_object": at_least(1), "norm_momentum": between(0, 1)}
     render_weight: float = 20.0     # pixel MSE
     reg_weight: float = 3e-3        # L2 on latents (mean of squares)
     tv_weight: float = 0.0          # total variation on latents (our addition, off by default)
     rays_per_object: int = 1024
+    scaling: str = "plain"          # plain (ours) | reference (DDPMMSELossMod + pixel scale)
+    norm_momentum: float = 1e-3     # reference scaling: momentum of the running mean of x0**2
 
 
 @dataclass
 class OptimConfig:
     limits: ClassVar[dict[str, Range]] = {
         "batch_objects": at_least(1), "latent_lr": positive(), "latent_init_std": at_least(0),
-        "decoder_lr": positive(), "unet_lr": positive(), "stage1_steps": at_least(0)}
+        "decoder_lr": positive(), "unet_lr": positive(), "stage1_steps": at_least(0),
+        "warmup": at_least(0), "warmup_ratio": between(0, 1), "inner_steps": at_least(1)}
     batch_objects: int = 8
     latent_lr: float = 1e-2
     latent_init_std: float = 0.0
     decoder_lr: float = 1e-3
     unet_lr: float = 1e-4
+    warmup: int = 0                 # steps of linear warm-up of the decoder and U-Net lr (the
+    #                                 reference: 500 from warmup_ratio 0.001; 0 = none)
+    warmup_ratio: float = 1e-3
+    inner_steps: int = 1            # K_in: latent Adam steps per step (the reference: 16, with
+    #                                 one diffusion backward, its latent gradient cached)
+    inner_steps_after: list = field(default_factory=list)  # [[step, K], ...] (ref: [[2000, 4]])
     cache_path: str = ""            # "" = latents in RAM; else a folder (relative, inside
     #                                 train.out_dir; stored relative) of file-backed tensors
     mode: str = "single"            # single | two_stage
     stage1_steps: int = 0           # two_stage: steps that fit latents + decoder only
 
     def validate(self) -> None:
+        for pair in self.inner_steps_after:
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                    and all(isinstance(v, int) for v in pair) and pair[0] >= 0 and pair[1] >= 1):
+                raise invalid("inner_steps_after", f"must be [[step >= 0, K >= 1], ...], got "
+                                                   f"{self.inner_steps_after!r}")
         if self.mode not in ("single", "two_stage"):
             raise invalid("mode", f"must be 'single' or 'two_stage', got {self.mode!r}")
         p = Path(self.cache_path)
@@ -130,6 +159,14 @@ class SSDNeRFConfig:
         if d.sample_steps > d.num_steps:
             raise invalid("diffusion.sample_steps", f"must be <= diffusion.num_steps "
                                                     f"({d.num_steps}), got {d.sample_steps}")
+        for key, value, allowed in (("model.decoder", m.decoder, ("mlp", "view_sh")),
+                                    ("model.plane_aggregate", m.plane_aggregate,
+                                     ("sum", "concat")),
+                                    ("model.code_activation", m.code_activation,
+                                     ("none", "tanh")),
+                                    ("loss.scaling", self.loss.scaling, ("plain", "reference"))):
+            if value not in allowed:
+                raise invalid(key, f"must be one of {', '.join(allowed)}, got {value!r}")
         check_box("model.aabb", m.aabb)
         check_length("model.background", m.background, 3)
 

@@ -19,7 +19,7 @@ from neural3d.methods.ssdnerf.config import SSDNeRFConfig
 from neural3d.methods.ssdnerf.latents import cache_file, check_state, read_latents
 from neural3d.methods.ssdnerf.model import SSDNeRFModel
 from neural3d.methods.ssdnerf.recon import MODES, reconstruct
-from neural3d.methods.ssdnerf.train import build, make_step_fn
+from neural3d.methods.ssdnerf.train import build, make_step_fn, warmup_scheduler
 from neural3d.train.checkpoint import CheckpointError
 
 
@@ -41,7 +41,9 @@ class SSDNeRF(Method):
                                tag="ssdnerf")
         model, _, opts = build(self.cfg, len(self.data), self.device)
         self.latopt = opts["latents"]
-        return Built({"model": model}, opts)
+        o = self.cfg.optim
+        sched = warmup_scheduler(opts["main"], o.warmup, o.warmup_ratio)
+        return Built({"model": model}, opts, None if sched is None else {"main": sched})
 
     def setup(self, trainer) -> None:
         self._step = make_step_fn(trainer, trainer.module, self.latopt, self.data, self.cfg)
@@ -117,10 +119,12 @@ class SSDNeRF(Method):
 
     @property
     def latents(self) -> torch.Tensor | None:
-        """The training latents ``[N, 3, C, R, R]`` (None when the checkpoint holds none)."""
+        """The training codes ``[N, 3, C, R, R]`` (the cache's pre-activations through
+        :meth:`SSDNeRFModel.activate`; None when the checkpoint holds none)."""
         if self._latents is None and self._cache_state is not None:
             root = Path(".") if "latents" in self._cache_state else self._run_folder()
-            self._latents = read_latents(root, self._cache_state, self.model.latent_shape)
+            raw = read_latents(root, self._cache_state, self.model.latent_shape)
+            self._latents = self.model.activate(raw.to(next(self.model.parameters()).device))
         return self._latents
 
     @latents.setter
@@ -245,7 +249,10 @@ class SSDNeRF(Method):
             return field(p[None].to(latent), planes=latent)[0][0].cpu()
 
         def colour(p: torch.Tensor) -> torch.Tensor:
-            return field(p[None].to(latent), planes=latent)[1][0].cpu()
+            # a view-dependent decoder is seen from outside along the radius (p -> centre)
+            dirs = -torch.nn.functional.normalize(p, dim=-1)[None].to(latent) \
+                if field.view_dependent else None
+            return field(p[None].to(latent), dirs, planes=latent)[1][0].cpu()
 
         return [export_mesh(out, density, colour, self.cfg.model.aabb, res, level)]
 

@@ -3,6 +3,10 @@
 Latents are ``[B, 3, C, R, R]`` (planes xy, xz, yz as in :mod:`neural3d.fields.triplane`); the
 U-Net sees them as images ``[B, 3C, R, R]``. The latents themselves are not parameters of this
 module (they live in a :class:`~neural3d.methods.ssdnerf.latents.LatentCache`).
+
+Two spaces, as in the reference code: the **code** (what the decoder renders and the diffusion
+model learns and samples) and the optimised **pre-activation** ``code_`` the cache stores, with
+``code = activate(code_)`` (identity, or ``code_scale * tanh(code_)``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ class SSDNeRFModel(nn.Module):
         self.field = TriplaneField(resolution=m.plane_res, channels=m.plane_channels,
                                    hidden=m.decoder_hidden, layers=m.decoder_layers,
                                    aabb=list(m.aabb), learn_planes=False,
-                                   density_activation=m.density_activation)
+                                   density_activation=m.density_activation,
+                                   aggregate=m.plane_aggregate, decoder=m.decoder)
         self.unet = UNet(in_channels=3 * m.plane_channels, channels=m.unet_channels,
                          channel_mult=tuple(m.unet_mult), num_res_blocks=m.unet_blocks,
                          attention_resolutions=tuple(m.unet_attention), resolution=m.plane_res,
@@ -38,6 +43,22 @@ class SSDNeRFModel(nn.Module):
         self.parameterization = d.parameterization
         self.objective = DiffusionObjective(self.schedule, d.parameterization, "snr_pow",
                                             snr_power=d.snr_power)
+        # loss.scaling = reference: running mean of x0**2 that divides the diffusion loss
+        self.register_buffer("norm_factor", torch.ones(()),
+                             persistent=cfg.loss.scaling == "reference")
+
+    # ------------------------------------------------------------------ code activation
+    def activate(self, code_: torch.Tensor) -> torch.Tensor:
+        """Pre-activation ``code_`` (what the cache optimises) -> the code."""
+        m = self.cfg.model
+        return m.code_scale * torch.tanh(code_) if m.code_activation == "tanh" else code_
+
+    def deactivate(self, code: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+        """Inverse of :meth:`activate` (codes at the tanh bound are pulled in by ``eps``)."""
+        m = self.cfg.model
+        if m.code_activation != "tanh":
+            return code
+        return torch.atanh((code / m.code_scale).clamp(-1 + eps, 1 - eps))
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -56,9 +77,11 @@ class SSDNeRFModel(nn.Module):
         renderer's ``positions [B*N, S, 3]`` -> ``(density [B*N, S], rgb [B*N, S, 3])``."""
         B = latents.shape[0]
 
-        def fld(pos, _dirs):
+        def fld(pos, dirs):
             S = pos.shape[-2]
-            sigma, rgb = self.field(pos.reshape(B, -1, S, 3), planes=latents)
+            dirs = dirs.expand_as(pos).reshape(B, -1, S, 3) if self.field.view_dependent \
+                else None
+            sigma, rgb = self.field(pos.reshape(B, -1, S, 3), dirs, planes=latents)
             return sigma.reshape(-1, S), rgb.reshape(-1, S, rgb.shape[-1])
 
         return fld
@@ -85,32 +108,48 @@ class SSDNeRFModel(nn.Module):
         return self.unet(x_t, t)
 
     def diffusion_loss(self, latents: torch.Tensor, generator: torch.Generator | None = None,
-                       reduce: bool = True) -> torch.Tensor:
+                       reduce: bool = True, update_norm: bool = True) -> torch.Tensor:
         """Denoising loss of ``latents`` with SSDNeRF's weighting (the shared
         :class:`~neural3d.diffusion.parameterization.DiffusionObjective`, ``weighting="snr_pow"``):
         ``t`` from the schedule, the native MSE rescaled so that the x0-space weight is
-        ``snr ** omega``. Its gradient flows into ``latents`` unless the caller detaches them."""
-        return self.objective.loss(self.unet, self.to_image(latents), generator, reduce=reduce)
+        ``snr ** omega``. Its gradient flows into ``latents`` unless the caller detaches them.
+
+        ``loss.scaling = reference`` (the reference's ``DDPMMSELossMod``): half the loss, divided
+        by :attr:`norm_factor`, a running mean of ``mean(latents**2)`` updated (momentum
+        ``loss.norm_momentum``) on every call in training mode with ``update_norm`` and frozen
+        in eval mode."""
+        loss = self.objective.loss(self.unet, self.to_image(latents), generator, reduce=reduce)
+        if self.cfg.loss.scaling != "reference":
+            return loss
+        if self.training and update_norm:
+            mom = self.cfg.loss.norm_momentum
+            self.norm_factor.mul_(1 - mom).add_(mom * latents.detach().pow(2).mean())
+        return 0.5 * loss / self.norm_factor
 
     def forward(self, latents: torch.Tensor, origins: torch.Tensor | None, dirs: torch.Tensor |
                 None, target: torch.Tensor | None, diffusion_input: torch.Tensor | None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Training losses (called through the trainer's (DDP) wrapper): rendering MSE of the
-        rays (skipped when ``origins`` is None) and the diffusion loss of ``diffusion_input``
-        (skipped when None)."""
+                generator: torch.Generator | None = None, update_norm: bool = True,
+                render_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Training losses (called through the trainer's (DDP) wrapper) of the codes
+        ``latents``: rendering MSE per object ``render_mse [B]`` of the rays (skipped when
+        ``origins`` is None) and the diffusion loss of ``diffusion_input`` (skipped when None).
+        ``generator`` draws the diffusion's t and noise, ``render_generator`` (default:
+        ``generator``) the renderer's stratified samples."""
         out: dict[str, torch.Tensor] = {}
         if origins is not None:
-            rgb = self.render_rays(latents, origins, dirs, generator)["rgb"]
-            out["render_mse"] = (rgb - target).pow(2).mean()
+            rgb = self.render_rays(latents, origins, dirs, render_generator or generator)["rgb"]
+            out["render_mse"] = (rgb - target).pow(2).mean((1, 2))
         if diffusion_input is not None:
-            out["diffusion"] = self.diffusion_loss(diffusion_input, generator)
+            out["diffusion"] = self.diffusion_loss(diffusion_input, generator,
+                                                   update_norm=update_norm)
         return out
 
     # ------------------------------------------------------------------ sampling
     def sample(self, num: int, generator: torch.Generator | None = None, guidance=None,
                steps: int | None = None, sampler: str | None = None,
                x_T: torch.Tensor | None = None, device=None) -> torch.Tensor:
-        """Sample ``num`` latents ``[num, 3, C, R, R]`` (DDIM or the ODE solver)."""
+        """Sample ``num`` codes ``[num, 3, C, R, R]`` (DDIM or the ODE solver; x0 clipped to
+        ``diffusion.clip_x0`` at every step when it is > 0)."""
         from neural3d.diffusion import sample as dsample
 
         d = self.cfg.diffusion
@@ -122,7 +161,8 @@ class SSDNeRFModel(nn.Module):
             x_T = torch.randn(shape, generator=generator).to(device)
         x = dsample(self.denoise, shape, self.schedule, sampler=sampler or d.sampler,
                     steps=steps or d.sample_steps, parameterization=self.parameterization,
-                    guidance=guidance, x_T=x_T, device=device)
+                    guidance=guidance, x_T=x_T, device=device,
+                    thresholding="clip" if d.clip_x0 > 0 else None, clip=d.clip_x0)
         self.train(was)
         return self.from_image(x.detach())
 

@@ -12,9 +12,17 @@
 ``reconstruct(model, images, cams, cfg, mode=...)`` with ``mode`` one of ``guided_finetune`` (the
 method), ``guided`` (step 1 only), ``finetune`` (step 2 only, from ``init``, e.g. the mean training
 latent) and ``mean`` (return ``init`` unchanged).
+
+Every object gets its own starting noise and ray draws: the generators are seeded with
+``recon.seed`` plus a checksum of the observed images (:func:`object_seed`), so a result does not
+depend on which other objects were reconstructed before it (shards, resumed runs). Fine-tuning
+optimises the pre-activation ``code_`` (:meth:`SSDNeRFModel.deactivate` of the code), as the
+reference does.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import torch
 
@@ -22,6 +30,13 @@ from neural3d.methods.ssdnerf.config import ReconConfig
 from neural3d.methods.ssdnerf.model import SSDNeRFModel
 
 MODES = ("guided_finetune", "guided", "finetune", "mean")
+
+
+def object_seed(images: torch.Tensor, seed: int = 0) -> int:
+    """``seed`` plus the CRC-32 of the 8-bit observed images: a per-object seed that needs no
+    object id and is the same wherever the object is reconstructed."""
+    pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    return (seed + zlib.crc32(pixels.numpy().tobytes())) % (2 ** 63)
 
 
 def observed_rays(cams, images: torch.Tensor, device=None):
@@ -50,7 +65,8 @@ def guided_sample(model: SSDNeRFModel, images: torch.Tensor, cams, rc: ReconConf
 
     dev = next(model.parameters()).device
     o, d, rgb = observed_rays(cams, images, dev)
-    g = torch.Generator().manual_seed(rc.seed) if generator is None else generator
+    g = torch.Generator().manual_seed(object_seed(images, rc.seed)) if generator is None \
+        else generator
 
     def loss_fn(x0):
         # sum-of-squares / 2 over rays: the gradient per texel does not shrink with more pixels
@@ -67,13 +83,14 @@ def guided_sample(model: SSDNeRFModel, images: torch.Tensor, cams, rc: ReconConf
 def finetune(model: SSDNeRFModel, init: torch.Tensor, images: torch.Tensor, cams,
              rc: ReconConfig, prior_weight: float | None = None, reg_weight: float = 0.0
              ) -> torch.Tensor:
-    """Step 2: Adam on the latent, rendering loss + prior (diffusion loss, weight c_diff *
-    ``finetune_prior_weight``)."""
+    """Step 2: Adam on the pre-activation of the code ``init``, rendering loss + prior
+    (diffusion loss, weight c_diff * ``finetune_prior_weight``) + ``reg_weight * mean(code^2)``;
+    returns the code."""
     dev = next(model.parameters()).device
     o, d, rgb = observed_rays(cams, images, dev)
-    lat = init.detach().clone().to(dev).requires_grad_(True)
-    opt = torch.optim.Adam([lat], lr=rc.finetune_lr)
-    g = torch.Generator().manual_seed(rc.seed + 1)
+    code_ = model.deactivate(init.detach().to(dev)).clone().requires_grad_(True)
+    opt = torch.optim.Adam([code_], lr=rc.finetune_lr)
+    g = torch.Generator().manual_seed(object_seed(images, rc.seed + 1))
     pw = model.cfg.diffusion.weight * rc.finetune_prior_weight if prior_weight is None \
         else prior_weight
     rw = model.cfg.loss.render_weight
@@ -85,6 +102,7 @@ def finetune(model: SSDNeRFModel, init: torch.Tensor, images: torch.Tensor, cams
     try:
         for _ in range(rc.finetune_steps):
             opt.zero_grad(set_to_none=True)
+            lat = model.activate(code_)
             loss = rw * render_loss(model, lat, o, d, rgb, rc.guidance_rays or 2048, g)
             if pw > 0:
                 loss = loss + pw * model.diffusion_loss(lat, g)
@@ -96,7 +114,7 @@ def finetune(model: SSDNeRFModel, init: torch.Tensor, images: torch.Tensor, cams
         for p, r in zip(model.parameters(), req, strict=True):
             p.requires_grad_(r)
         model.train(was)
-    return lat.detach()
+    return model.activate(code_).detach()
 
 
 def reconstruct(model: SSDNeRFModel, images: torch.Tensor, cams, rc: ReconConfig,

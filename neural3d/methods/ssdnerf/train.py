@@ -1,13 +1,22 @@
 """SSDNeRF training through the shared :class:`~neural3d.train.Trainer`.
 
 One step (single-stage, the paper's method): draw ``batch_objects`` training objects, fetch their
-latents from the cache, and minimise
+pre-activation latents ``code_`` from the cache, ``code = activate(code_)``, and minimise
 
-    render_weight * MSE(render(latents, random rays), pixels)
-    + c_diff * L_diff(latents)            # gradient flows into the latents
-    + reg_weight * mean(latents^2) + tv_weight * TV(latents)
+    render_weight * s_V * MSE(render(code, random rays), pixels)
+    + c_diff * L_diff(code)               # gradient flows into the latents
+    + reg_weight * mean(code^2) + tv_weight * TV(code)
 
-over the decoder, the U-Net and the batch's latents (per-object Adam in the cache).
+over the decoder, the U-Net and the batch's latents (per-object Adam in the cache); ``s_V`` is 1,
+or ``3 * (1 - exp(-0.1 V))`` for an object of ``V`` views under ``loss.scaling = reference``.
+
+``optim.inner_steps = K_in > 1`` is the reference code's inner loop: the diffusion loss's latent
+gradient ("prior gradient") is computed once at the batch's latents, then ``K_in - 1``
+latent-only Adam steps follow on fresh rays (rendering + regulariser gradient + the cached prior
+gradient, decoder fixed), then the joint step above, in which the latents again receive the
+cached prior gradient and the U-Net the gradient of the same diffusion loss (same t, noise and
+dropout). The reference steps the U-Net before the inner loop; nothing in the loop reads the
+U-Net, so the result is the same.
 ``optim.mode = two_stage`` is the baseline: for ``stage1_steps`` the latents and decoder are fitted
 with the rendering loss while the U-Net learns from *detached* latents; afterwards the latents and
 decoder are frozen and only the U-Net trains.
@@ -31,7 +40,8 @@ from neural3d.metrics.image import psnr_from_mse
 # ----------------------------------------------------------------------------------- build
 def build(cfg: SSDNeRFConfig, num_objects: int, device: str | torch.device = "cpu",
           seed: int | None = None):
-    """``(model, cache, optimizers)``; optimizers is ``{"main": Adam, "latents": LatentAdam}``."""
+    """``(model, cache, optimizers)``; optimizers is ``{"main": Adam, "latents": LatentAdam}``
+    (see :func:`warmup_scheduler` for the main one's warm-up)."""
     torch.manual_seed(cfg.train.seed if seed is None else seed)
     model = SSDNeRFModel(cfg).to(device)
     g = torch.Generator().manual_seed(cfg.train.seed + 17)
@@ -41,6 +51,31 @@ def build(cfg: SSDNeRFConfig, num_objects: int, device: str | torch.device = "cp
         {"params": list(model.field.parameters()), "lr": cfg.optim.decoder_lr},
         {"params": list(model.unet.parameters()), "lr": cfg.optim.unet_lr}])
     return model, cache, {"main": main, "latents": LatentAdam(cache, cfg.optim.latent_lr)}
+
+
+def warmup_scheduler(opt: torch.optim.Optimizer, steps: int, ratio: float):
+    """mmcv's linear warm-up (SSDNeRF's ``lr_config``): the lr factor rises from ``ratio`` at
+    step 0 to 1 at ``steps``, ``ratio + (1 - ratio) * step / steps``; None when ``steps`` is 0."""
+    if steps <= 0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 1.0 if s >= steps else ratio + (1 - ratio) * s / steps)
+
+
+def inner_steps(optim, step: int) -> int:
+    """``K_in`` at ``step``: ``optim.inner_steps``, replaced by ``K`` from each
+    ``[step_from, K]`` of ``optim.inner_steps_after`` that ``step`` has reached."""
+    k = optim.inner_steps
+    for start, value in sorted(optim.inner_steps_after):
+        if step >= start:
+            k = value
+    return int(k)
+
+
+def reference_pixel_scale(views: torch.Tensor) -> torch.Tensor:
+    """The reference's pixel-loss factor ``3 * (1 - exp(-0.1 V))`` per object of ``V`` views
+    (``loss_coef = 0.1 / (H W)`` times the object's ``V H W`` rays)."""
+    return 3 * (1 - torch.exp(-0.1 * views.double())).float()
 
 
 def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiObjectSet,
@@ -55,6 +90,44 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
     dev = trainer.device
     two = cfg.optim.mode == "two_stage"
     lw = cfg.loss
+    pixel_scale = reference_pixel_scale(data.counts)
+
+    def draw(idx):
+        view = (torch.rand(len(idx), R, generator=g_rays) * data.counts[idx, None]).long()
+        return tuple(x.to(dev) for x in draw_rays(data, data.offsets[idx, None] + view, g_rays))
+
+    def scene_loss(idx, lat, render_mse, out):
+        """Rendering (per-object weighted) + latent regularisers of the codes ``lat``."""
+        per_object = render_mse
+        if lw.scaling == "reference":
+            per_object = per_object * pixel_scale[idx].to(dev)
+        reg = lat.pow(2).mean()
+        loss = lw.render_weight * per_object.mean() + lw.reg_weight * reg
+        mse = render_mse.detach().mean()
+        out.update(render_mse=mse, psnr=psnr_from_mse(mse), latent_l2=reg.detach())
+        if lw.tv_weight > 0:
+            tv = tv_loss(lat)
+            loss = loss + lw.tv_weight * tv
+            out["latent_tv"] = tv.detach()
+        return loss
+
+    def prior_gradient(leaf):
+        """``c_diff * dL_diff / d code_`` at the batch's current latents (unwrapped model: no
+        parameter gradients), drawing the noise the final forward will redraw."""
+        c0 = leaf.detach().clone().requires_grad_(True)
+        loss = cfg.diffusion.weight * model.diffusion_loss(model.activate(c0), g_noise)
+        return torch.autograd.grad(loss, c0)[0], c0.detach()
+
+    def inner_step(idx, leaf, prior):
+        """One latent-only Adam step: rendering + regulariser gradient plus the cached prior
+        gradient (decoder fixed). Returns the refetched leaf."""
+        o, d, tgt = draw(idx)
+        lat = model.activate(leaf)
+        rgb = model.render_rays(lat, o, d, g_rays)["rgb"]
+        loss = scene_loss(idx, lat, (rgb - tgt).pow(2).mean((1, 2)), {})
+        leaf.grad = torch.autograd.grad(loss, leaf)[0] + prior
+        latopt.step()
+        return latopt.fetch(idx, dev)
 
     def step_fn(step: int) -> dict[str, Any]:
         if N >= B * world:
@@ -63,35 +136,40 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
             idx = torch.randint(0, N, (B * world,), generator=g_batch)[rank::world]
         stage2 = two and step >= cfg.optim.stage1_steps
         latopt.frozen = stage2
-        lat = latopt.fetch(idx, dev)
+        leaf = latopt.fetch(idx, dev)
         out: dict[str, Any] = {}
-        if not stage2:
-            view = (torch.rand(len(idx), R, generator=g_rays) * data.counts[idx, None]).long()
-            o, d, tgt = (x.to(dev) for x in draw_rays(data, data.offsets[idx, None] + view,
-                                                       g_rays))
-        else:
-            o = d = tgt = None
+        k_in = inner_steps(cfg.optim, step) if not two and cfg.diffusion.weight > 0 else 1
+        prior = None
+        if k_in > 1:  # the reference's inner loop: K_in - 1 latent-only steps, then the joint one
+            # the joint step's U-Net loss redraws the same t and noise (and dropout masks)
+            states = g_noise.get_state(), torch.get_rng_state(), \
+                torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+            prior, start = prior_gradient(leaf)
+            for _ in range(k_in - 1):
+                leaf = inner_step(idx, leaf, prior)
+            g_noise.set_state(states[0])
+            torch.set_rng_state(states[1])
+            if states[2] is not None:
+                torch.cuda.set_rng_state_all(states[2])
+        lat = model.activate(leaf)             # the codes
+        o, d, tgt = draw(idx) if not stage2 else (None, None, None)
         diff_in = lat if cfg.optim.mode == "single" else lat.detach()
+        if prior is not None:
+            diff_in = model.activate(start)    # U-Net gradient only; codes get `prior` below
         if cfg.diffusion.weight <= 0 and not two:
             diff_in = None
-        parts = trainer.model(lat, o, d, tgt, diff_in, g_noise)
+        parts = trainer.model(lat, o, d, tgt, diff_in, g_noise, update_norm=prior is None,
+                              render_generator=g_rays)
         loss = torch.zeros((), device=dev)
-        if "render_mse" in parts:
-            loss = loss + lw.render_weight * parts["render_mse"]
-            out["render_mse"] = parts["render_mse"].detach()
-            out["psnr"] = psnr_from_mse(parts["render_mse"].detach())
+        if not stage2:
+            loss = loss + scene_loss(idx, lat, parts["render_mse"], out)
         if "diffusion" in parts:
             w = cfg.diffusion.weight if cfg.diffusion.weight > 0 else 1.0
             loss = loss + w * parts["diffusion"]
             out["diffusion"] = parts["diffusion"].detach()
-        if not stage2:
-            reg = lat.pow(2).mean()
-            loss = loss + lw.reg_weight * reg
-            out["latent_l2"] = reg.detach()
-            if lw.tv_weight > 0:
-                tv = tv_loss(lat)
-                loss = loss + lw.tv_weight * tv
-                out["latent_tv"] = tv.detach()
+        if prior is not None:  # gradient `prior` into the latents, value 0
+            surrogate = (leaf * prior).sum()
+            loss = loss + (surrogate - surrogate.detach())
         out["loss"] = loss
         return out
 
