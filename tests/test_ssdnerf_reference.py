@@ -223,3 +223,40 @@ def test_inner_steps_schedule(tmp_path):
     assert [inner_steps(o, s) for s in (0, 1999, 2000, 4999, 5000)] == [16, 16, 4, 4, 2]
     with pytest.raises(ConfigError, match="inner_steps_after"):
         load_config(SSDNeRFConfig, None, ["optim.inner_steps_after=[[10]]"])
+
+
+def test_snr_power_guidance_takes_the_reference_x0_step():
+    """x0 -= scale * sigma^(2-2w) * alpha^(2w-1) * dL/dx0 for L = |x0 - y|^2 / 2 (wrt x0)."""
+    x0 = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+    y = torch.randn_like(x0)
+    x_t = torch.randn_like(x0)
+    alpha, sigma = torch.tensor(0.8, dtype=torch.float64), torch.tensor(0.6, dtype=torch.float64)
+    eps = (x_t - alpha * x0) / sigma
+    for w in (0.25, 0.5):
+        guide = MeasurementGuidance(lambda x: 0.5 * (x - y).pow(2).sum(), scale=0.3,
+                                    snr_power=w)
+        new_eps = guide.apply(x_t, None, x0, eps, alpha, sigma, {})
+        new_x0 = (x_t - sigma * new_eps) / alpha
+        want = x0 - 0.3 * sigma ** (2 - 2 * w) * alpha ** (2 * w - 1) * (x0 - y)
+        assert torch.allclose(new_x0, want, atol=1e-12)
+
+
+def test_finetune_caches_the_prior_gradient_and_scales_the_observed_loss(tmp_path,
+                                                                        monkeypatch):
+    from neural3d.methods.ssdnerf.recon import finetune, observed_scale
+
+    cfg = reference_config(tmp_path / "d", tmp_path / "r")
+    model = SSDNeRFModel(cfg)
+    test = load_split(cfg.data, "test")
+    images, cams = test.views(0)
+    assert observed_scale(model, images[:1]) == pytest.approx(20 * 3 * (1 - math.exp(-0.1)))
+    calls = []
+    real = SSDNeRFModel.diffusion_loss
+    monkeypatch.setattr(SSDNeRFModel, "diffusion_loss",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    rc = dataclasses.replace(cfg.recon, finetune_steps=10, finetune_prior_every=4,
+                             finetune_lr_decay=0.9, finetune_reg_weight=3e-3, finetune_rays=0)
+    init = torch.zeros(1, *model.latent_shape)
+    out = finetune(model, init, images[:1], cams[:1], rc)
+    assert len(calls) == 3                                   # steps 0, 4 and 8
+    assert out.shape == init.shape and out.abs().max() <= 2 and not torch.equal(out, init)

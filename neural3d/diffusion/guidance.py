@@ -106,7 +106,10 @@ class ClassifierGuidance:
 class MeasurementGuidance:
     """Gradient of a differentiable ``loss_fn(x0_hat) -> scalar`` (see module docstring).
 
-    ``loss_fn`` may also take ``t`` as a keyword if it accepts it (``pass_t=True``)."""
+    ``loss_fn`` may also take ``t`` as a keyword if it accepts it (``pass_t=True``).
+    ``snr_power = ω`` (either ``wrt``) replaces the step weights above by SSDNeRF's
+    (Lakonik/SSDNeRF ``GaussianDiffusion.pred_x_0``): ``x0_hat -= scale * sigma^(2 - 2ω) *
+    alpha^(2ω - 1) * g``, i.e. ``eps += scale * sigma^(1 - 2ω) * alpha^(2ω) * g``."""
 
     loss_fn: Callable
     scale: float = 1.0
@@ -115,6 +118,7 @@ class MeasurementGuidance:
     snr_weighted: bool = True
     t_min: float = 0.0
     t_max: float = 1.0
+    snr_power: float | None = None
 
     def __post_init__(self):
         if self.wrt not in ("x0", "xt"):
@@ -137,12 +141,16 @@ class MeasurementGuidance:
                 x0_ = x0.detach().requires_grad_(True)
                 (g,) = torch.autograd.grad(self._loss(x0_, t), x0_)
             factor = sigma / alpha if self.snr_weighted else alpha / sigma
-            return eps + self.scale * factor * g
-        if not x_t.requires_grad:
-            raise RuntimeError("measurement guidance wrt='xt' needs the denoiser graph")
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(self._loss(x0, t), x_t)
-        return eps + self.scale * sigma * g
+        else:
+            if not x_t.requires_grad:
+                raise RuntimeError("measurement guidance wrt='xt' needs the denoiser graph")
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(self._loss(x0, t), x_t)
+            factor = sigma
+        if self.snr_power is not None:
+            w = self.snr_power
+            factor = sigma ** (1 - 2 * w) * alpha ** (2 * w)
+        return eps + self.scale * factor * g
 
 
 def threshold_x0(x0: torch.Tensor, kind: str | None, clip: float = 1.0,

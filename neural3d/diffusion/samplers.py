@@ -113,7 +113,7 @@ def _noise(shape, generator, device, dtype) -> torch.Tensor:
 
 
 def _make_denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding,
-                   clip):
+                   clip: float = 1.0):
     if isinstance(model, Denoiser):
         return model
     return Denoiser(model, schedule, parameterization, model_kwargs, guidance, thresholding,

@@ -127,15 +127,30 @@ class ReconConfig:
     limits: ClassVar[dict[str, Range]] = {
         "guidance_scale": at_least(0), "guidance_steps": at_least(1),
         "guidance_rays": at_least(0), "finetune_steps": at_least(0), "finetune_lr": positive(),
-        "finetune_prior_weight": at_least(0)}
+        "finetune_prior_weight": at_least(0), "guidance_snr_power": Range(),
+        "finetune_prior_every": at_least(1), "finetune_lr_decay": between(0, 1, lo_open=True),
+        "finetune_reg_weight": at_least(0), "finetune_rays": at_least(0)}
     guidance_scale: float = 1.0     # step size of the rendering-loss gradient on x0_hat
     guidance_wrt: str = "x0"        # "x0": step on x0_hat; "xt": gradient through the denoiser
     guidance_steps: int = 50        # DDIM steps of guided sampling
     guidance_rays: int = 0          # rays per guidance step (0 = all observed pixels)
+    guidance_snr_power: float = -1.0   # < 0: the steps above; omega >= 0: the reference's
+    #                                     x0 step scale * sigma^(2-2w) * alpha^(2w-1) * grad
+    guidance_loss: str = "sum"      # sum: sum of squares / 2 over rays; reference: the
+    #                                 training loss (render_weight * pixel scale * MSE + reg)
     finetune_steps: int = 100
     finetune_lr: float = 1e-2
     finetune_prior_weight: float = 1.0  # weight of the diffusion prior while fine-tuning
+    finetune_prior_every: int = 1   # Adam steps per prior gradient (the reference: 4, cached)
+    finetune_lr_decay: float = 1.0  # lr factor per Adam step (the reference: 0.998)
+    finetune_reg_weight: float = 0.0    # mean(code^2) weight (the reference: 3e-3)
+    finetune_rays: int = 2048       # rays per Adam step (0 = all observed pixels)
     seed: int = 0
+
+    def validate(self) -> None:
+        if self.guidance_loss not in ("sum", "reference"):
+            raise invalid("guidance_loss", f"must be sum or reference, got "
+                                           f"{self.guidance_loss!r}")
 
 
 @dataclass
