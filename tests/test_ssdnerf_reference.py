@@ -260,3 +260,21 @@ def test_finetune_caches_the_prior_gradient_and_scales_the_observed_loss(tmp_pat
     out = finetune(model, init, images[:1], cams[:1], rc)
     assert len(calls) == 3                                   # steps 0, 4 and 8
     assert out.shape == init.shape and out.abs().max() <= 2 and not torch.equal(out, init)
+
+
+def test_running_norm_freezes_after_its_step(tmp_path):
+    from neural3d.methods.ssdnerf import build, make_step_fn
+    from neural3d.train import Trainer
+
+    cfg = reference_config(tmp_path / "d", tmp_path / "r", steps=3)
+    cfg.loss = dataclasses.replace(cfg.loss, freeze_norm_after=2)
+    data = load_split(cfg.data, "train")
+    model, _, opts = build(cfg, len(data))
+    trainer = Trainer(model, opts, cfg.train)
+    step_fn = make_step_fn(trainer, model, opts["latents"], data, cfg)
+    seen = []
+    for s in range(4):
+        step_fn(s)
+        seen.append(float(model.norm_factor))
+    assert seen[0] != 1.0 and seen[1] != seen[0]     # steps 0, 1 update the running mean
+    assert seen[3] == seen[2] == seen[1]             # from step 2 on it is frozen

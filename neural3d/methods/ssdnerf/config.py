@@ -77,13 +77,16 @@ class DiffusionConfig:
 class LossConfig:
     limits: ClassVar[dict[str, Range]] = {
         "render_weight": at_least(0), "reg_weight": at_least(0), "tv_weight": at_least(0),
-        "rays_per_object": at_least(1), "norm_momentum": between(0, 1)}
+        "rays_per_object": at_least(1), "norm_momentum": between(0, 1),
+        "freeze_norm_after": at_least(0)}
     render_weight: float = 20.0     # pixel MSE
     reg_weight: float = 3e-3        # L2 on latents (mean of squares)
     tv_weight: float = 0.0          # total variation on latents (our addition, off by default)
     rays_per_object: int = 1024
     scaling: str = "plain"          # plain (ours) | reference (DDPMMSELossMod + pixel scale)
     norm_momentum: float = 1e-3     # reference scaling: momentum of the running mean of x0**2
+    freeze_norm_after: int = 0      # reference scaling: the running mean stops updating from
+    #                                 this step (the reference's uncond configs: 100k); 0 = never
 
 
 @dataclass

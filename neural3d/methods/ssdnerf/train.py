@@ -111,11 +111,12 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
             out["latent_tv"] = tv.detach()
         return loss
 
-    def prior_gradient(leaf):
+    def prior_gradient(leaf, update_norm):
         """``c_diff * dL_diff / d code_`` at the batch's current latents (unwrapped model: no
         parameter gradients), drawing the noise the final forward will redraw."""
         c0 = leaf.detach().clone().requires_grad_(True)
-        loss = cfg.diffusion.weight * model.diffusion_loss(model.activate(c0), g_noise)
+        loss = cfg.diffusion.weight * model.diffusion_loss(model.activate(c0), g_noise,
+                                                           update_norm=update_norm)
         return torch.autograd.grad(loss, c0)[0], c0.detach()
 
     def inner_step(idx, leaf, prior):
@@ -139,12 +140,13 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
         leaf = latopt.fetch(idx, dev)
         out: dict[str, Any] = {}
         k_in = inner_steps(cfg.optim, step) if not two and cfg.diffusion.weight > 0 else 1
+        update_norm = not (0 < lw.freeze_norm_after <= step)
         prior = None
         if k_in > 1:  # the reference's inner loop: K_in - 1 latent-only steps, then the joint one
             # the joint step's U-Net loss redraws the same t and noise (and dropout masks)
             states = g_noise.get_state(), torch.get_rng_state(), \
                 torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-            prior, start = prior_gradient(leaf)
+            prior, start = prior_gradient(leaf, update_norm)
             for _ in range(k_in - 1):
                 leaf = inner_step(idx, leaf, prior)
             g_noise.set_state(states[0])
@@ -158,7 +160,8 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
             diff_in = model.activate(start)    # U-Net gradient only; codes get `prior` below
         if cfg.diffusion.weight <= 0 and not two:
             diff_in = None
-        parts = trainer.model(lat, o, d, tgt, diff_in, g_noise, update_norm=prior is None,
+        parts = trainer.model(lat, o, d, tgt, diff_in, g_noise,
+                              update_norm=update_norm and prior is None,
                               render_generator=g_rays)
         loss = torch.zeros((), device=dev)
         if not stage2:
