@@ -90,7 +90,8 @@ def test_cdm_sends_no_gradient_into_the_nerf(tmp_path):
     b = conditioned_batch(data, 2, 16, g)
     tgt = data.offsets[b.objects] + other_views(data, b.objects, b.views, g)
     out = model(b.images, b.cameras, b.origins, b.directions, b.rgb,
-                cdm_cams=data.cameras[tgt], cdm_targets=data.images[tgt], generator=g)
+                cdm_cams=data.cameras[tgt], cdm_targets=data.images[tgt].float() / 255,
+                generator=g)
     nerf = [*model.encoder.parameters(), *model.field.parameters()]
     grads = torch.autograd.grad(out["cdm"], nerf + list(model.cdm.parameters()),
                                 allow_unused=True)

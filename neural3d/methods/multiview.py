@@ -59,8 +59,10 @@ def ensure_data(dc: MultiViewDataConfig, tag: str = "data") -> Path:
 
 @dataclass
 class MultiObjectSet:
-    """All views of several objects: ``images [M,H,W,3]``, ``cameras`` (M), per-object
-    ``offsets``/``counts`` into them, ``object_ids``."""
+    """All views of several objects: ``images [M,H,W,3]`` **uint8** (a quarter of float32: SRN
+    cars' 2458 x 50 views at 128 px are 6 GB as uint8), ``cameras`` (M), per-object
+    ``offsets``/``counts`` into them, ``object_ids``. :meth:`views`, :func:`draw_rays` and
+    :func:`conditioned_batch` hand out float32 in [0, 1] (``uint8 / 255``)."""
 
     images: torch.Tensor
     cameras: Cameras
@@ -72,25 +74,57 @@ class MultiObjectSet:
         return len(self.object_ids)
 
     def views(self, i: int) -> tuple[torch.Tensor, Cameras]:
+        """Object ``i``'s views: ``(images [V,H,W,3] float32 in [0, 1], cameras)``."""
         a, n = int(self.offsets[i]), int(self.counts[i])
         idx = torch.arange(a, a + n)
-        return self.images[a:a + n], self.cameras[idx]
+        return to_float(self.images[a:a + n]), self.cameras[idx]
 
     @staticmethod
     def from_objects(objs) -> MultiObjectSet:
-        counts = torch.tensor([len(o) for o in objs])
+        """From :class:`~neural3d.data.MultiViewObject` s (float images are stored as uint8)."""
+        objs = list(objs)
+        return MultiObjectSet.assemble([to_uint8(o.images) for o in objs],
+                                       [o.cameras for o in objs], [o.object_id for o in objs])
+
+    @staticmethod
+    def assemble(images: list[torch.Tensor], cameras: list[Cameras], ids: list[str]
+                 ) -> MultiObjectSet:
+        """From per-object uint8 ``images [V_i,H,W,3]``, their cameras and ids."""
+        counts = torch.tensor([len(im) for im in images])
         offsets = torch.cumsum(counts, 0) - counts
-        return MultiObjectSet(torch.cat([o.images for o in objs]),
-                              Cameras.cat([o.cameras for o in objs]), offsets, counts,
-                              [o.object_id for o in objs])
+        return MultiObjectSet(torch.cat(images), Cameras.cat(cameras), offsets, counts, ids)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] -> ``round(255 x)`` uint8 (uint8 passes through)."""
+    if images.dtype == torch.uint8:
+        return images
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 ``x / 255``."""
+    return images.float() / 255
 
 
 def load_split(dc: MultiViewDataConfig, split: str, max_objects: int | None = None,
-               tag: str = "data") -> MultiObjectSet:
+               tag: str = "data", progress: bool = True) -> MultiObjectSet:
+    """The ``split`` of ``dc``'s data (written first when it is the toy set), one object at a
+    time into uint8 storage (float32 for one object at most), with a progress bar."""
+    from tqdm.auto import tqdm
+
     from neural3d.data import SRNCategory
 
     cat = SRNCategory(ensure_data(dc, tag), dc.category, split, resolution=dc.resolution or None)
-    return MultiObjectSet.from_objects(cat.load(max_objects or None))
+    ids = cat.object_ids[:max_objects] if max_objects else cat.object_ids
+    images, cameras, object_ids = [], [], []
+    for oid in tqdm(ids, desc=f"{tag}: {dc.category} {split}", unit="obj",
+                    disable=not progress or len(ids) < 64):
+        obj = cat.read(oid)
+        images.append(to_uint8(obj.images))
+        cameras.append(obj.cameras)
+        object_ids.append(obj.object_id)
+    return MultiObjectSet.assemble(images, cameras, object_ids)
 
 
 def draw_rays(data: MultiObjectSet, cam: torch.Tensor, generator: torch.Generator,
@@ -102,7 +136,8 @@ def draw_rays(data: MultiObjectSet, cam: torch.Tensor, generator: torch.Generato
     py = torch.randint(0, H, cam.shape, generator=generator)
     o, d = rays_for_pixels(data.cameras, cam.reshape(-1), px.reshape(-1) + 0.5,
                            py.reshape(-1) + 0.5)
-    return o.reshape(*cam.shape, 3), d.reshape(*cam.shape, 3), data.images[cam, py, px]
+    return (o.reshape(*cam.shape, 3), d.reshape(*cam.shape, 3),
+            to_float(data.images[cam, py, px]))
 
 
 @dataclass
@@ -139,7 +174,8 @@ def conditioned_batch(data: MultiObjectSet, batch: int, rays: int, generator: to
     view = (torch.rand(batch, rays, generator=generator) * counts[:, None]).long()
     first = data.offsets[objs]
     o, d, rgb = draw_rays(data, first[:, None] + view, generator)
-    return ConditionedBatch(data.images[first + inp], data.cameras[first + inp], o, d, rgb, objs,
+    return ConditionedBatch(to_float(data.images[first + inp]), data.cameras[first + inp], o, d,
+                            rgb, objs,
                             inp)
 
 

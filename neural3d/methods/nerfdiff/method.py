@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from neural3d.methods.multiview import conditioned_batch, load_split, other_views
+from neural3d.methods.multiview import conditioned_batch, load_split, other_views, to_float
 from neural3d.methods.nerfdiff.config import NerfDiffConfig
 from neural3d.methods.nerfdiff.distill import MODES, NerfDiffState, distill, sample_views
 from neural3d.methods.nerfdiff.frustum import frustum_coords
@@ -64,7 +64,7 @@ class NerfDiff(Method):
             tgt = self.data.offsets[b.objects[:K]] + other_views(
                 self.data, b.objects[:K], b.views[:K], self._g_batch)
             kw = {"cdm_cams": self.data.cameras[tgt].to(dev),
-                  "cdm_targets": self.data.images[tgt].to(dev),
+                  "cdm_targets": to_float(self.data.images[tgt]).to(dev),
                   "cond_drop": (torch.rand(K, generator=self._g_batch) < c.cond_dropout
                                 ).to(dev)}
         b = b.to(dev)
@@ -96,11 +96,11 @@ class NerfDiff(Method):
         for s in tqdm(range(0, len(objs), 16), desc="nerfdiff: CDM conditions", unit="batch",
                       disable=not self.cfg.train.progress):
             i, t = inp[s:s + 16], tgt[s:s + 16]
-            images = data.images[i].to(dev)
+            images = to_float(data.images[i]).to(dev)
             cams_in = data.cameras[i].to(dev)
             renders = model.render_images(model.encode(images), cams_in, data.cameras[t])
             conds.append(model.condition(renders, images).cpu())
-        return torch.cat(conds), data.images[tgt]
+        return torch.cat(conds), to_float(data.images[tgt])
 
     def _cdm_step(self, trainer) -> dict[str, Any]:
         """A CDM step on the cached pairs (the NeRF frozen)."""
