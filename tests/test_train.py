@@ -109,13 +109,19 @@ def test_missing_loss_key_and_bad_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_ema_and_grad_clip():
+def _weight_from_zero_to_one(decay: float) -> tuple[nn.Module, EMA]:
+    """A one-weight model whose EMA (``decay``) was taken at weight 0, now at weight 1."""
     m = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         m.weight.fill_(0.0)
-    ema = EMA(m, 0.5)
+    ema = EMA(m, decay)
     with torch.no_grad():
         m.weight.fill_(1.0)
+    return m, ema
+
+
+def test_ema_and_grad_clip():
+    m, ema = _weight_from_zero_to_one(0.5)
     ema.update(m)
     assert ema.module.weight.item() == pytest.approx(0.5)
     ema.update(m)
@@ -130,12 +136,7 @@ def test_ema_rampup_caps_the_half_life_then_reaches_the_decay():
     assert rampup_decay(d, 0, 0.05) == pytest.approx(0.5 ** 20)      # half-life 0.05 steps
     assert rampup_decay(d, 199, 0.05) == pytest.approx(0.5 ** 0.1)   # half-life 10 steps
     assert rampup_decay(d, 10 ** 6, 0.05) == pytest.approx(d)        # capped by 250 steps
-    m = nn.Linear(1, 1, bias=False)
-    with torch.no_grad():
-        m.weight.fill_(0.0)
-    ema = EMA(m, 0.9)
-    with torch.no_grad():
-        m.weight.fill_(1.0)
+    m, ema = _weight_from_zero_to_one(0.9)
     ema.update(m, decay=0.25)                    # a per-call decay overrides the stored one
     assert ema.module.weight.item() == pytest.approx(0.75) and ema.decay == 0.9
 
