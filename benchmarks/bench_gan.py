@@ -6,6 +6,12 @@ protocol SSDNeRF is scored with (``neural3d.eval.evaluate_generation``).
     # on a quiet machine; 5 rows x 40 min):
     python benchmarks/bench_gan.py --budget 2400 --threads 1 \
         --ssdnerf outputs/runs/ssdnerf_toycars/checkpoints/last.pt
+    # the same table from two processes, one per core (each row's result is stored in OUT and
+    # reused by later runs with the same settings; the last run prints all rows):
+    taskset -c 0 python benchmarks/bench_gan.py --rows stylenerf,nerf_only,untrained &
+    taskset -c 1 python benchmarks/bench_gan.py --rows stylenerf_noreg,eg3d
+    python benchmarks/bench_gan.py --rows stylenerf,stylenerf_noreg,nerf_only,eg3d,untrained \
+        --ssdnerf outputs/runs/ssdnerf_toycars/checkpoints/last.pt
     # seconds-scale check of the whole pipeline (tiny sizes, 3 s of training per row, no FID):
     python benchmarks/bench_gan.py --smoke
 
@@ -96,7 +102,18 @@ def main() -> None:
     data_root = str(out / "data") if args.smoke else None
     # --smoke checks the protocol, not the metric: a missing Inception file makes FID/KID None
     results: dict[str, dict] = {}
+    settings = {"budget": budget, "num": num, "poses": poses, "threads": args.threads,
+                "smoke": args.smoke}
     for name in args.rows.split(","):
+        stored = out / name / "result.json"
+        if stored.is_file():
+            prev = json.loads(stored.read_text())
+            if prev["settings"] != settings:
+                raise SystemExit(f"{stored}: measured with other settings ({prev['settings']});"
+                                 f" choose another --out")
+            results[name] = prev["result"]
+            print(name, "measured before:", stored, flush=True)
+            continue
         ckpt, steps, seconds, cfg = train_row(name, out, budget, args.smoke, data_root,
                                               log=lambda *_: None)
         m = load(ckpt)
@@ -109,6 +126,8 @@ def main() -> None:
                          "consistency_psnr": m.consistency_psnr(num, pixels=4 if args.smoke
                                                                 else 16),
                          "samples": [str(p) for p in samples[:2]]}
+        stored.write_text(json.dumps({"settings": settings, "result": results[name]},
+                                     indent=2, default=str) + "\n")
         print(name, json.dumps(results[name]), flush=True)
     if args.ssdnerf:
         ev = evaluate_generation("ssdnerf", args.ssdnerf, data_root or "outputs/data/toy_ssdnerf",
