@@ -124,7 +124,7 @@ class SSDNeRF(Method):
         if self._latents is None and self._cache_state is not None:
             root = Path(".") if "latents" in self._cache_state else self._run_folder()
             raw = read_latents(root, self._cache_state, self.model.latent_shape)
-            self._latents = self.model.activate(raw.to(next(self.model.parameters()).device))
+            self._latents = self.model.activate(raw)   # where the cache is (CPU)
         return self._latents
 
     @latents.setter
