@@ -209,3 +209,25 @@ def test_residual_cdm_starts_at_the_render(tmp_path):
     cfg.cdm.parameterization = "v"
     with pytest.raises(ConfigError, match="cdm.residual"):
         validate(cfg)
+
+
+def test_input_colour_channels_read_the_observed_pixel(tmp_path):
+    """With model.input_colour, a point on the input camera's ray through pixel (i, j) reads
+    that pixel's RGB in the 3 extra channels of the summed plane features."""
+    cfg = tiny_config(tmp_path / "d", tmp_path / "r")
+    cfg.model = dataclasses.replace(cfg.model, input_colour=True)
+    model = NerfDiffModel(cfg)
+    R = model.res
+    cams = _cams(1, R)
+    images = torch.rand(1, R, R, 3)
+    planes = model.encode(images)
+    C = cfg.model.plane_channels
+    assert planes.shape == (1, 3, C + 3, R, R) and model.field.channels == C + 3
+    assert torch.equal(planes[:, 1:, C:], torch.zeros_like(planes[:, 1:, C:]))
+    o, d = cams[0].pixel_rays()
+    for i, j in ((3, 7), (R - 1, 0)):
+        for depth in (1.0, 1.3, 1.6):
+            p = o[0, j, i] + depth * d[0, j, i]
+            c = frustum_coords(cams[0], p[None, None], cfg.model.depth_radius)
+            colour = sample_triplane(planes[:, :, C:], c, "sum")[0, 0]
+            assert torch.allclose(colour, images[0, j, i], atol=1e-5)

@@ -26,6 +26,9 @@ class ModelConfig:
         "decoder_layers": at_least(0), "aabb": Range(), "depth_radius": positive(),
         "n_samples": at_least(1), "n_importance": at_least(0), "background": between(0, 1)}
     plane_channels: int = 16        # per plane; planes are at the input image's resolution
+    input_colour: bool = False      # ours: 3 more channels, the input view's RGB on the
+    #                                 pixel-aligned plane (zeros on the others), so the decoder
+    #                                 reads the observed colour at each point's projection
     # image encoder (the shared diffusion U-Net, run at t = 0): input view -> 3 * C channels
     encoder_channels: int = 32
     encoder_mult: list = field(default_factory=lambda: [1, 2, 2])

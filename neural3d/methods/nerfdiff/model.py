@@ -45,7 +45,8 @@ class NerfDiffModel(nn.Module):
                             num_res_blocks=m.encoder_blocks,
                             attention_resolutions=tuple(m.encoder_attention), resolution=res)
         # the planes live in frustum coordinates: the field's box is [-1, 1]^3
-        self.field = TriplaneField(resolution=res, channels=m.plane_channels,
+        self.field = TriplaneField(resolution=res,
+                                   channels=m.plane_channels + (3 if m.input_colour else 0),
                                    hidden=m.decoder_hidden, layers=m.decoder_layers,
                                    learn_planes=False, density_activation=m.density_activation)
         self.renderer = VolumeRenderer(RendererConfig(
@@ -61,10 +62,17 @@ class NerfDiffModel(nn.Module):
 
     # ------------------------------------------------------------------ the NeRF
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Input views ``[B, H, W, 3]`` -> camera-aligned planes ``[B, 3, C, H, W]``."""
+        """Input views ``[B, H, W, 3]`` -> camera-aligned planes ``[B, 3, C, H, W]``; with
+        ``model.input_colour`` ``[B, 3, C + 3, H, W]``: the last 3 channels of the first
+        (pixel-aligned) plane are the input view's RGB in ``[0, 1]``, zeros on the others."""
         x = to_signed(images)
         t = x.new_zeros(x.shape[0])
-        return align_planes(self.encoder(x, t), self.C)
+        planes = align_planes(self.encoder(x, t), self.C)
+        if not self.cfg.model.input_colour:
+            return planes
+        colour = torch.zeros_like(planes[:, :, :3])
+        colour[:, 0] = images.permute(0, 3, 1, 2)
+        return torch.cat([planes, colour], 2)
 
     def _field(self, planes: torch.Tensor, cams_in: Cameras):
         """The renderer's field over ``B`` equal groups of flat rays: positions
