@@ -142,6 +142,53 @@ def test_kv_cache_splits_like_the_full_sequence():
         model(x[:, :1], None, cache)
 
 
+def tiny_dart_ar(steps=3):
+    return randomise(DARTransformer(3, 8, patch=4, dim=32, depth=2, heads=4, steps=steps,
+                                    num_classes=2, token_ar=True)).eval()
+
+
+def test_dart_ar_is_causal_over_tokens():
+    """A token's x0 depends on earlier tokens only (its own noisy token included: not)."""
+    model = tiny_dart_ar()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 3, 8, 8, generator=g)
+    y = torch.tensor([0, 1])
+    tokens = model.patchify(x).flatten(1, 2)                     # [2, 12, 48]
+    with torch.no_grad():
+        base = model.patchify(model(x, y)).flatten(1, 2)
+        for j in (0, 5, 11):
+            tp = tokens.clone()
+            tp[:, j] += torch.randn(2, tokens.shape[-1], generator=g)
+            xp = model.unpatchify(tp.reshape(2, 3, model.tokens, -1))
+            out = model.patchify(model(xp, y)).flatten(1, 2)
+            changed = [(out[:, i] - base[:, i]).abs().max().item() > 1e-5 for i in range(12)]
+            assert changed == [i > j for i in range(12)], j
+    with pytest.raises(ValueError, match="block_causal"):
+        DARTransformer(3, 8, patch=4, dim=32, depth=1, heads=4, steps=3,
+                       history_mask="block_diagonal", token_ar=True)
+
+
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_dart_ar_token_by_token_sampling_equals_a_full_forward_pass(cfg):
+    model = tiny_dart_ar()
+    lv = DARTLevels.from_schedule(make_schedule("cosine", 1000), 3)
+    y = torch.tensor([0, 1])
+    out, xs, x0s = dart_sample(model, 2, lv, y, cfg, torch.Generator().manual_seed(1),
+                               clip=None, trajectory=True)
+    assert out.shape == (2, 3, 8, 8) and xs.shape == x0s.shape == (2, 3, 3, 8, 8)
+    with torch.no_grad():                                        # teacher forcing on xs
+        full = model(xs, y)
+        if cfg != 1.0:
+            u = model(xs, None)
+            full = u + cfg * (full - u)
+    assert (full - x0s).abs().max() < 1e-5
+    assert torch.equal(out, x0s[:, -1])
+    lv_loss = dart_loss(model.train(), torch.rand(2, 3, 8, 8) * 2 - 1, lv,
+                        DiffusionObjective(None, "x0", "min_snr"), y)[0]
+    lv_loss.backward()
+    assert model.start.grad is not None and model.start.grad.abs().sum() > 0
+
+
 def test_dart_loss_is_the_clamped_snr_weighted_x0_mse():
     lv = DARTLevels.from_schedule(make_schedule("cosine", 1000), 6)
     model = DARTransformer(3, 8, patch=4, dim=16, depth=1, heads=2, steps=6, num_classes=2)

@@ -31,8 +31,8 @@ def load_experiment(path, overrides):
     return load_config(DiffusionExperiment, path, overrides)
 
 
-@pytest.mark.parametrize("arch", ["unet", "dit", "mdm", "fdm", "kaleido", "dart", "cascade",
-                                  "latent"])
+@pytest.mark.parametrize("arch", ["unet", "dit", "mdm", "fdm", "kaleido", "dart", "dart_ar",
+                                  "cascade", "latent"])
 def test_train_then_sample(arch, toy_root, tmp_path, capsys):
     n = torch.get_num_threads()
     extra = {"mdm": ["model.mdm_resolutions=[16,8]", "model.shell_channels=[8]",
@@ -40,6 +40,7 @@ def test_train_then_sample(arch, toy_root, tmp_path, capsys):
              "fdm": ["model.fdm_stages=2"],
              "kaleido": ["model.kaleido.clusters=4", "model.kaleido.prior_dim=16"],
              "dart": ["model.dart.steps=3"],
+             "dart_ar": ["model.dart.steps=2", "model.dart.token_ar=true"],
              "cascade": ["model.cascade.base_res=8", "model.cascade.sr_channels=8",
                          "model.cascade.sr_channel_mult=[1,2]",
                          "model.cascade.sr_attention_resolutions=[8]"],
@@ -47,8 +48,10 @@ def test_train_then_sample(arch, toy_root, tmp_path, capsys):
              "latent": ["model.latent.factor=2", "model.latent.ae_channels=8",
                         "model.latent.ae_steps=1"]}.get(arch, [])
     config = {"kaleido": "configs/diffusion_toy_kaleido.yaml",
-              "dart": "configs/diffusion_toy_dart.yaml"}.get(arch,
-                                                             "configs/diffusion_toy_unet.yaml")
+              "dart": "configs/diffusion_toy_dart.yaml",
+              "dart_ar": "configs/diffusion_toy_dart.yaml"}.get(
+        arch, "configs/diffusion_toy_unet.yaml")
+    arch = "dart" if arch == "dart_ar" else arch
     over = TINY + [f"data.root={toy_root}", f"model.architecture={arch}",
                    f"train.out_dir={tmp_path / 'run'}"] + extra
     # DART makes model.dart.steps calls with its own sampler

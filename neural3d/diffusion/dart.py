@@ -25,8 +25,15 @@ steps' keys/values coming from a :class:`KVCache`; with classifier-free guidance
 the conditional and one for the null class, ``x0 = u + w (c - u)``; the next step is re-noised
 from the (clipped) estimate, and the output is the last ``x0`` estimate.
 
-DART-AR (token-by-token prediction inside a step, which needs a continuous per-token output
-head) is not implemented.
+DART-AR (``token_ar=True``; our reading of the paper's token-level variant): the same
+transformer over the flattened token sequence with a fully causal mask and inputs shifted by one
+token (a learned start token first): the output at token ``k`` of step ``t`` predicts that
+token's ``x0`` from all earlier steps and the tokens ``< k`` of step ``t``. Training is
+:func:`dart_loss` unchanged (teacher forcing, one forward pass, each token weighted by its step's
+cumulative SNR); sampling (:func:`dart_sample`) generates ``T * K`` tokens one at a time, each
+re-noised at its step's level as soon as it is predicted; the output is every token's last
+``x0`` estimate. Per token the output is still the MSE-optimal mean (no per-token generative
+head such as the paper's flow-matching refinement); diversity comes from the per-token noise.
 """
 
 from __future__ import annotations
@@ -179,7 +186,7 @@ class DARTransformer(nn.Module):
     def __init__(self, in_channels: int = 3, resolution: int = 32, patch: int = 4,
                  dim: int = 256, depth: int = 6, heads: int = 4, steps: int = 16,
                  num_classes: int = 0, history_mask: str = "block_causal",
-                 mlp_ratio: float = 4.0):
+                 mlp_ratio: float = 4.0, token_ar: bool = False):
         super().__init__()
         if resolution % patch:
             raise ValueError("resolution must be divisible by patch")
@@ -188,7 +195,10 @@ class DARTransformer(nn.Module):
                              f"{HISTORY_MASKS})")
         self.in_channels, self.resolution, self.patch = in_channels, resolution, patch
         self.steps, self.num_classes, self.null_label = steps, num_classes, num_classes
-        self.history_mask = history_mask
+        if token_ar and history_mask != "block_causal":
+            raise ValueError("token_ar (DART-AR) is causal by construction: use "
+                             "history_mask=block_causal")
+        self.history_mask, self.token_ar = history_mask, token_ar
         self.grid = resolution // patch
         self.tokens = self.grid ** 2
         self.embed_x = nn.Linear(in_channels * patch * patch, dim)
@@ -202,6 +212,8 @@ class DARTransformer(nn.Module):
         for m in (self.ada[1], self.final):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+        if token_ar:  # DART-AR's start token: the input before the first token
+            self.start = nn.Parameter(torch.zeros(dim))
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, n, C, H, W] -> [B, n, K, C p p]``."""
@@ -218,6 +230,14 @@ class DARTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
+        if self.token_ar:
+            if cache is not None:
+                raise ValueError("DART-AR samples token by token: use forward_tokens")
+            if x.shape[1] != self.steps:
+                raise ValueError(f"DART-AR trains on all {self.steps} steps, got {x.shape[1]}")
+            tokens = self.patchify(x).flatten(1, 2)                        # [B, T*K, Cpp]
+            out = self.forward_tokens(tokens[:, :-1], 0, y, with_start=True)
+            return self.unpatchify(out.reshape(x.shape[0], self.steps, self.tokens, -1))
         b, n = x.shape[:2]
         if x.shape[2:] != (self.in_channels, self.resolution, self.resolution):
             raise ValueError(f"DART expects steps of {self.in_channels}x{self.resolution}x"
@@ -237,6 +257,41 @@ class DARTransformer(nn.Module):
             cache.tokens += n * self.tokens
         shift, scale = (m[:, :, None] for m in self.ada(c).chunk(2, -1))
         return self.unpatchify(self.final(self.norm(h) * (1 + scale) + shift))
+
+
+    def forward_tokens(self, prev: torch.Tensor, first: int, y: torch.Tensor | None = None,
+                       cache: KVCache | None = None, with_start: bool = False) -> torch.Tensor:
+        """DART-AR on flat token positions ``first .. first + m - 1`` (position ``t * K + k`` is
+        token ``k`` of step ``t``): ``prev [B, m', C p p]`` are the *inputs*, i.e. the tokens
+        one position earlier, with the start token prepended when ``with_start`` (then
+        ``m = m' + 1``, ``first`` must be 0). Returns the ``x0`` tokens ``[B, m, C p p]``; with
+        a :class:`KVCache` the positions continue after those it holds. Causal over tokens."""
+        if not self.token_ar:
+            raise ValueError("forward_tokens is DART-AR's (token_ar=True)")
+        b = prev.shape[0]
+        h = self.embed_x(prev)
+        if with_start:
+            if first != 0:
+                raise ValueError("the start token is the input of position 0")
+            h = torch.cat([self.start.expand(b, 1, -1), h], 1)
+        m = h.shape[1]
+        if cache is not None:
+            first = cache.tokens
+        if first + m > self.steps * self.tokens:
+            raise ValueError(f"positions {first}..{first + m - 1} exceed the model's "
+                             f"{self.steps} x {self.tokens} tokens")
+        if y is None:
+            y = torch.full((b,), self.null_label, dtype=torch.long, device=h.device)
+        pos = torch.arange(first, first + m, device=h.device)
+        h = (h + self.pos[pos % self.tokens])[:, :, None]                   # [B, m, 1, dim]
+        c = self.label(y.long())[:, None] + self.step_embed(pos // self.tokens)[None]
+        mask = attention_mask(m, first, 1, "block_causal", h.device)     # causal over tokens
+        for i, blk in enumerate(self.blocks):
+            h = blk(h, c, mask, cache, i)
+        if cache is not None:
+            cache.tokens += m
+        shift, scale = (v[:, :, None] for v in self.ada(c).chunk(2, -1))
+        return self.final(self.norm(h) * (1 + scale) + shift)[:, :, 0]
 
 
 # ---------------------------------------------------------------------------- training
@@ -270,6 +325,9 @@ def dart_sample(model: DARTransformer, n: int, levels: DARTLevels,
     and re-noised into the next step with fresh noise; returns the last estimate, or with
     ``trajectory`` ``(x0, xs [n, T, C, H, W] the steps fed in, x0s [n, T, C, H, W] the
     estimates)``."""
+    if model.token_ar:
+        return _dart_ar_sample(model, n, levels, y, cfg_scale, generator, device, clip,
+                               trajectory)
     shape = (n, model.in_channels, model.resolution, model.resolution)
     dev = device if device is not None else next(model.parameters()).device
     ref = torch.empty((), device=dev)
@@ -294,3 +352,37 @@ def dart_sample(model: DARTransformer, n: int, levels: DARTLevels,
     if trajectory:
         return x0, torch.stack(xs, 1), torch.stack(x0s, 1)
     return x0
+
+
+def _dart_ar_sample(model: DARTransformer, n: int, levels: DARTLevels, y, cfg_scale: float,
+                    generator, device, clip, trajectory: bool):
+    """DART-AR sampling: ``T * K`` calls of one token each (see the module docstring); the
+    same outputs as :func:`dart_sample`."""
+    dev = device if device is not None else next(model.parameters()).device
+    ref = torch.empty((), device=dev)
+    if y is not None:
+        y = y.to(dev)
+    guided = y is not None and cfg_scale != 1.0
+    cond, null = KVCache(), KVCache()
+    null_y = torch.full((n,), model.null_label, dtype=torch.long, device=dev)
+    T, K = levels.steps, model.tokens
+    width = model.in_channels * model.patch ** 2
+    xs = torch.empty(n, T, K, width, device=dev)
+    x0s = torch.empty_like(xs)
+    prev = torch.empty(n, 0, width, device=dev)
+    for pos in range(T * K):
+        t, k = divmod(pos, K)
+        start = pos == 0
+        x0 = model.forward_tokens(prev, pos, y, cond, with_start=start)[:, -1]
+        if guided:
+            u = model.forward_tokens(prev, pos, null_y, null, with_start=start)[:, -1]
+            x0 = u + cfg_scale * (x0 - u)
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+        x0s[:, t, k] = x0
+        xs[:, t, k] = renoise(x0, levels.gamma[t], _randn(x0.shape, generator, ref))
+        prev = xs[:, t, k:k + 1]
+    out = model.unpatchify(x0s[:, -1:])[:, 0]
+    if trajectory:
+        return out, model.unpatchify(xs), model.unpatchify(x0s)
+    return out

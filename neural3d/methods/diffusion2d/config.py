@@ -47,6 +47,7 @@ class DartConfig:
     diffusion schedule; the transformer uses the DiT keys ``patch, dim, depth, heads``."""
     steps: int = 16
     history_mask: str = "block_causal"  # block_causal | block_diagonal (history-masked)
+    token_ar: bool = False              # DART-AR: tokens one at a time within a step (causal)
 
 
 @dataclass

@@ -77,7 +77,8 @@ class DiffusionPipeline(nn.Module):
                 raise ValueError("model.architecture=dart predicts x0: set "
                                  "diffusion.parameterization=x0")
             self.net = DARTransformer(in_channels, self.res, m.patch, m.dim, m.depth, m.heads,
-                                      m.dart.steps, self.num_classes, m.dart.history_mask)
+                                      m.dart.steps, self.num_classes, m.dart.history_mask,
+                                      token_ar=m.dart.token_ar)
             self.levels = DARTLevels.from_schedule(self.schedule, m.dart.steps)
         elif m.architecture == "cascade":
             self.net = self._cascade(unet_kw)
