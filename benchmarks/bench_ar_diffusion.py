@@ -10,7 +10,8 @@ guidance 1 within 1.1x of the baseline's.
 
 Part ``dart``: DART (``configs/diffusion_toy_dart.yaml``, T network calls), the history-masked
 DART (``model.dart.history_mask=block_diagonal``, otherwise identical) and the toy DiT
-(``configs/diffusion_toy_dit.yaml``) sampled with DDIM-T, each trained for ``--train-seconds``
+(``configs/diffusion_toy_dit.yaml``) sampled with DDIM-T, and DART-AR
+(``model.dart.token_ar=true``: T x K one-token calls), each trained for ``--train-seconds``
 (same machine, same threads). Target: DART's KID at most 0.9x the history-masked DART's.
 
 Both parts write sample grids at guidance 1 and 4 (``OUT/<model>_g<w>.png``, one row per class)
@@ -112,7 +113,8 @@ def run_models(args, models: list[tuple[str, object, str | None, int | None]], i
         ext = extractor if extractor is not None else getattr(pipe.net, "extractor", None)
         r = {"train_seconds": train_s, "train_steps": trainer.step,
              "params": sum(p.numel() for p in pipe.net.parameters()),
-             "nfe": steps if steps else pipe.levels.steps}
+             "nfe": steps if steps else pipe.levels.steps * (
+                 pipe.net.tokens if getattr(pipe.net, "token_ar", False) else 1)}
         for w in GUIDANCE:
             imgs, sps = generate(pipe, args.n_samples, sampler, steps, w, args.batch, args.seed,
                                  pipe.num_classes)
@@ -166,16 +168,19 @@ def bench_dart(args) -> dict:
     dart = experiment(args, "configs/diffusion_toy_dart.yaml", "dart", [])
     masked = experiment(args, "configs/diffusion_toy_dart.yaml", "dart_masked",
                         ["model.dart.history_mask=block_diagonal"])
+    dart_ar = experiment(args, "configs/diffusion_toy_dart.yaml", "dart_ar",
+                         ["model.dart.token_ar=true"])
     t = dart.model.dart.steps
     dit = experiment(args, "configs/diffusion_toy_dit.yaml", "dit", [])
     seconds = args.train_seconds or None
-    for exp in (dart, masked, dit):
+    for exp in (dart, masked, dart_ar, dit):
         if seconds:  # equal training time: the budget ends training, not train.steps
             exp.train.steps = 10 ** 9
     images, labels = load_toy_images(dart.data, progress=False)
     kid = kid_for(args, dart.data, images)
-    res = run_models(args, [("DART", dart, None, None), ("DART history-masked", masked, None,
-                                                          None),
+    res = run_models(args, [("DART", dart, None, None),
+                            ("DART history-masked", masked, None, None),
+                            ("DART-AR (token by token)", dart_ar, None, None),
                             (f"DiT DDIM-{t}", dit, "ddim", t)], images, labels, kid, seconds)
     rows = [[n, str(r["nfe"]), f"{r['params'] / 1e6:.2f}M", str(r["train_steps"]),
              f"{r['train_seconds']:.0f}", f"{r['kid@1']:.4f}", f"{r['kid@4']:.4f}",
