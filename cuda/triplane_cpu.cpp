@@ -11,9 +11,10 @@
 //
 // Backward: the points are split into G contiguous ranges, one per thread; each range
 // accumulates its plane gradient into its own channels-last tile, covering only the batch
-// elements its points belong to (so G tiles cost about B + G - 1 plane sets, not G * B), with no
-// atomics; a final pass sums the tiles of each row and transposes back to [B, 3, C, H, W].
-// G is capped so the tiles stay under kTileBudget bytes.
+// elements its points belong to, with no atomics. The first range's tile is the returned
+// gradient itself: a channels-last [B, 3, H, W, C] buffer handed back as a [B, 3, C, H, W] view
+// (strides, not a copy); the other G - 1 tiles (about G - 1 plane sets) are added into it row by
+// row. G is capped so those tiles stay under kTileBudget bytes.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -161,20 +162,24 @@ std::vector<at::Tensor> triplane_backward(const at::Tensor& planes, const at::Te
               "neural3d triplane backward (cpp): bad output gradient");
   const int64_t total = s.B * s.N;
   const int64_t plane3 = 3 * s.H * s.W * s.C;  // elements of one batch element's planes
-  at::Tensor g_planes = want_planes ? at::empty_like(planes, at::MemoryFormat::Contiguous)
-                                    : at::Tensor();
+  // the plane gradient, channels-last; returned as a [B, 3, C, H, W] view of it
+  at::Tensor g_cl = want_planes ? at::zeros({s.B, 3, s.H, s.W, s.C}, planes.options())
+                                : at::Tensor();
   at::Tensor g_points = want_points ? at::empty_like(points) : at::Tensor();
-  if (want_planes && (total == 0 || plane3 == 0)) g_planes.zero_();
   if (want_points && (total == 0 || s.C == 0)) g_points.zero_();
-  if (total == 0 || plane3 == 0 || !(want_planes || want_points)) return {g_planes, g_points};
+  auto result = [&] {
+    return std::vector<at::Tensor>{want_planes ? g_cl.permute({0, 1, 4, 2, 3}) : at::Tensor(),
+                                   g_points};
+  };
+  if (total == 0 || plane3 == 0 || !(want_planes || want_points)) return result();
   // Thread ranges over the flat points, and each range's batch elements [b_lo, b_hi].
   const int64_t esize = (int64_t)points.element_size();
   int64_t G = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(),
                                                       total / kMinPointsPerThread));
-  while (G > 1 && (s.B + G - 1) * plane3 * esize > kTileBudget) --G;
-  std::vector<int64_t> lo(G + 1), tile_off(G + 1, 0);
+  while (G > 1 && (G - 1) * plane3 * esize > kTileBudget) --G;
+  std::vector<int64_t> lo(G + 1), tile_off(G + 1, 0);  // tile g >= 1 at tiles + tile_off[g]
   for (int64_t g = 0; g <= G; ++g) lo[g] = total * g / G;
-  for (int64_t g = 0; g < G; ++g) {
+  for (int64_t g = 1; g < G; ++g) {
     const int64_t nb = lo[g + 1] > lo[g] ? (lo[g + 1] - 1) / s.N - lo[g] / s.N + 1 : 0;
     tile_off[g + 1] = tile_off[g] + (want_planes ? nb * plane3 : 0);
   }
@@ -186,36 +191,31 @@ std::vector<at::Tensor> triplane_backward(const at::Tensor& planes, const at::Te
     TriGrads<scalar_t> gr{g_out.data_ptr<scalar_t>(),
                           want_points ? g_points.data_ptr<scalar_t>() : nullptr};
     scalar_t* pt = tiles.data_ptr<scalar_t>();
+    scalar_t* gp = want_planes ? g_cl.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
       for (int64_t g = g0; g < g1; ++g) {
-        scalar_t* tile = want_planes ? pt + tile_off[g] : nullptr;
-        if (tile) std::fill(tile, pt + tile_off[g + 1], scalar_t(0));  // first touch: here
+        scalar_t* tile = !want_planes ? nullptr : g == 0 ? gp : pt + tile_off[g];
+        if (tile && g > 0) std::fill(tile, pt + tile_off[g + 1], scalar_t(0));  // first touch
         run_backward<scalar_t>(a, gr, tile, lo[g] / s.N, lo[g], lo[g + 1]);
       }
     });
-    if (!want_planes) return;
-    // Sum the tiles row by row ((b, p, h): W * C channels-last values) and transpose the row
-    // back to [C, W] in g_planes[b, p, :, h, :].
-    const int64_t HW = s.H * s.W, WC = s.W * s.C, plane = HW * s.C;
-    scalar_t* gp = g_planes.data_ptr<scalar_t>();
+    if (!want_planes || G == 1) return;
+    // Add the other tiles into the gradient row by row ((b, p, h): W * C channels-last values).
+    const int64_t WC = s.W * s.C, plane = s.H * WC;
     at::parallel_for(0, s.B * 3 * s.H, 16, [&](int64_t r0, int64_t r1) {
-      std::vector<scalar_t> row(WC);
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / (3 * s.H), ph = r % (3 * s.H), p = ph / s.H, h = ph % s.H;
-        std::fill(row.begin(), row.end(), scalar_t(0));
-        for (int64_t g = 0; g < G; ++g) {
+        scalar_t* dst = gp + b * plane3 + p * plane + h * WC;
+        for (int64_t g = 1; g < G; ++g) {
           const int64_t blo = lo[g] / s.N;
           if (lo[g + 1] == lo[g] || b < blo || b > (lo[g + 1] - 1) / s.N) continue;
           const scalar_t* src = pt + tile_off[g] + (b - blo) * plane3 + p * plane + h * WC;
-          for (int64_t k = 0; k < WC; ++k) row[k] += src[k];
+          for (int64_t k = 0; k < WC; ++k) dst[k] += src[k];
         }
-        scalar_t* dst = gp + (b * 3 + p) * plane + h * s.W;
-        for (int64_t c = 0; c < s.C; ++c)
-          for (int64_t w = 0; w < s.W; ++w) dst[c * HW + w] = row[w * s.C + c];
       }
     });
   });
-  return {g_planes, g_points};
+  return result();
 }
 
 std::string triplane_isa() { return isa().name; }
