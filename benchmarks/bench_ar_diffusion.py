@@ -185,8 +185,8 @@ def bench_dart(args) -> dict:
     rows = [[n, str(r["nfe"]), f"{r['params'] / 1e6:.2f}M", str(r["train_steps"]),
              f"{r['train_seconds']:.0f}", f"{r['kid@1']:.4f}", f"{r['kid@4']:.4f}",
              f"{r['sec_per_sample']:.3f}"] for n, r in res.items()]
-    print_table(f"DART vs history-masked DART vs DiT at equal training time ({seconds or 0:.0f} "
-                f"s each), {args.n_samples} samples", ["model", "NFE", "params", "train steps",
+    print_table(f"DART vs history-masked DART vs DART-AR vs DiT at equal training time "
+                f"({seconds or 0:.0f} s each), {args.n_samples} samples", ["model", "NFE", "params", "train steps",
                                                      "train s", "KID@1", "KID@4", "s/sample"],
                 rows)
     d, m = res["DART"], res["DART history-masked"]
