@@ -186,9 +186,9 @@ def bench_dart(args) -> dict:
              f"{r['train_seconds']:.0f}", f"{r['kid@1']:.4f}", f"{r['kid@4']:.4f}",
              f"{r['sec_per_sample']:.3f}"] for n, r in res.items()]
     print_table(f"DART vs history-masked DART vs DART-AR vs DiT at equal training time "
-                f"({seconds or 0:.0f} s each), {args.n_samples} samples", ["model", "NFE", "params", "train steps",
-                                                     "train s", "KID@1", "KID@4", "s/sample"],
-                rows)
+                f"({seconds or 0:.0f} s each), {args.n_samples} samples",
+                ["model", "NFE", "params", "train steps", "train s", "KID@1", "KID@4",
+                 "s/sample"], rows)
     d, m = res["DART"], res["DART history-masked"]
     print(f"target: KID@1 DART / history-masked {d['kid@1'] / m['kid@1']:.2f} (<= 0.9)")
     return res
