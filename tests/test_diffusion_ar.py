@@ -38,6 +38,16 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def teacher_forced(model, xs, y, cfg):
+    """One forward pass over the steps ``xs`` a sampler fed in, guided as the sampler guides."""
+    with torch.no_grad():
+        full = model(xs, y)
+        if cfg != 1.0:
+            u = model(xs, None)
+            full = u + cfg * (full - u)
+    return full
+
+
 def tiny_dart(history_mask="block_causal", steps=5):
     return randomise(DARTransformer(3, 8, patch=4, dim=32, depth=2, heads=4, steps=steps,
                                     num_classes=2, history_mask=history_mask)).eval()
@@ -116,12 +126,7 @@ def test_kv_cached_sampling_equals_a_full_forward_pass(cfg):
     out, xs, x0s = dart_sample(model, 3, lv, y, cfg, torch.Generator().manual_seed(2),
                                clip=None, trajectory=True)
     assert xs.shape == x0s.shape == (3, 5, 3, 8, 8)
-    with torch.no_grad():
-        full = model(xs, y)
-        if cfg != 1.0:
-            u = model(xs, None)
-            full = u + cfg * (full - u)
-    assert (full - x0s).abs().max() < 1e-5
+    assert (teacher_forced(model, xs, y, cfg) - x0s).abs().max() < 1e-5
     assert torch.equal(out, x0s[:, -1])
     # the steps fed in are the non-Markovian re-noising of the previous estimates
     g = lv.gamma[1:].float().reshape(1, -1, 1, 1, 1)
@@ -176,12 +181,7 @@ def test_dart_ar_token_by_token_sampling_equals_a_full_forward_pass(cfg):
     out, xs, x0s = dart_sample(model, 2, lv, y, cfg, torch.Generator().manual_seed(1),
                                clip=None, trajectory=True)
     assert out.shape == (2, 3, 8, 8) and xs.shape == x0s.shape == (2, 3, 3, 8, 8)
-    with torch.no_grad():                                        # teacher forcing on xs
-        full = model(xs, y)
-        if cfg != 1.0:
-            u = model(xs, None)
-            full = u + cfg * (full - u)
-    assert (full - x0s).abs().max() < 1e-5
+    assert (teacher_forced(model, xs, y, cfg) - x0s).abs().max() < 1e-5
     assert torch.equal(out, x0s[:, -1])
     lv_loss = dart_loss(model.train(), torch.rand(2, 3, 8, 8) * 2 - 1, lv,
                         DiffusionObjective(None, "x0", "min_snr"), y)[0]

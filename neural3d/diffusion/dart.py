@@ -329,20 +329,11 @@ def dart_sample(model: DARTransformer, n: int, levels: DARTLevels,
         return _dart_ar_sample(model, n, levels, y, cfg_scale, generator, device, clip,
                                trajectory)
     shape = (n, model.in_channels, model.resolution, model.resolution)
-    dev = device if device is not None else next(model.parameters()).device
-    ref = torch.empty((), device=dev)
-    if y is not None:
-        y = y.to(dev)
-    guided = y is not None and cfg_scale != 1.0
-    cond, null = KVCache(), KVCache()
-    null_y = torch.full((n,), model.null_label, dtype=torch.long, device=dev)
+    guided_x0, ref = _guided_sampler(model, n, y, cfg_scale, device)
     x = _randn(shape, generator, ref)
     xs, x0s = [], []
     for k in range(levels.steps):
-        x0 = model(x[:, None], y, cond)[:, 0]
-        if guided:
-            u = model(x[:, None], null_y, null)[:, 0]
-            x0 = u + cfg_scale * (x0 - u)
+        x0 = guided_x0(lambda labels, cache, x=x: model(x[:, None], labels, cache)[:, 0])
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
         xs.append(x)
@@ -354,29 +345,42 @@ def dart_sample(model: DARTransformer, n: int, levels: DARTLevels,
     return x0
 
 
+def _guided_sampler(model: DARTransformer, n: int, y, cfg_scale: float, device):
+    """``(guided_x0, ref)``: ``guided_x0(call)`` evaluates ``call(labels, cache)`` with ``y`` and
+    the conditional :class:`KVCache`, and under guidance also with the null labels and their
+    own cache, returning ``u + cfg_scale (c - u)``; ``ref`` is a scalar on the device."""
+    dev = device if device is not None else next(model.parameters()).device
+    y = y.to(dev) if y is not None else None
+    guided = y is not None and cfg_scale != 1.0
+    cond, null = KVCache(), KVCache()
+    null_y = torch.full((n,), model.null_label, dtype=torch.long, device=dev)
+
+    def guided_x0(call):
+        x0 = call(y, cond)
+        if guided:
+            u = call(null_y, null)
+            x0 = u + cfg_scale * (x0 - u)
+        return x0
+
+    return guided_x0, torch.empty((), device=dev)
+
+
 def _dart_ar_sample(model: DARTransformer, n: int, levels: DARTLevels, y, cfg_scale: float,
                     generator, device, clip, trajectory: bool):
     """DART-AR sampling: ``T * K`` calls of one token each (see the module docstring); the
     same outputs as :func:`dart_sample`."""
-    dev = device if device is not None else next(model.parameters()).device
-    ref = torch.empty((), device=dev)
-    if y is not None:
-        y = y.to(dev)
-    guided = y is not None and cfg_scale != 1.0
-    cond, null = KVCache(), KVCache()
-    null_y = torch.full((n,), model.null_label, dtype=torch.long, device=dev)
+    guided_x0, ref = _guided_sampler(model, n, y, cfg_scale, device)
     T, K = levels.steps, model.tokens
     width = model.in_channels * model.patch ** 2
+    dev = ref.device
     xs = torch.empty(n, T, K, width, device=dev)
     x0s = torch.empty_like(xs)
     prev = torch.empty(n, 0, width, device=dev)
     for pos in range(T * K):
         t, k = divmod(pos, K)
         start = pos == 0
-        x0 = model.forward_tokens(prev, pos, y, cond, with_start=start)[:, -1]
-        if guided:
-            u = model.forward_tokens(prev, pos, null_y, null, with_start=start)[:, -1]
-            x0 = u + cfg_scale * (x0 - u)
+        x0 = guided_x0(lambda labels, cache, prev=prev, pos=pos, start=start:
+                       model.forward_tokens(prev, pos, labels, cache, with_start=start)[:, -1])
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
         x0s[:, t, k] = x0
