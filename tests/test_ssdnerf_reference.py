@@ -13,8 +13,8 @@ from neural3d.fields.encodings import spherical_harmonics
 from neural3d.fields.triplane import TriplaneField, ViewDependentDecoder
 from neural3d.methods.ssdnerf import SSDNeRFModel, guided_sample, load_split, load_ssdnerf, train
 from neural3d.methods.ssdnerf.config import tiny_config
+from neural3d.methods.ssdnerf.model import reference_pixel_scale
 from neural3d.methods.ssdnerf.recon import object_seed
-from neural3d.methods.ssdnerf.train import reference_pixel_scale
 
 
 @pytest.fixture(autouse=True)

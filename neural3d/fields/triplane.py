@@ -85,7 +85,7 @@ class ViewDependentDecoder(nn.Module):
             nn.init.zeros_(lin.bias)
         nn.init.zeros_(self.direction.weight)
         nn.init.zeros_(self.direction.bias)
-        self.rgb, self.out_channels, self.act = True, 3, density_activation
+        self.act = density_activation
 
     def forward(self, feats: torch.Tensor, dirs: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,7 +128,6 @@ class TriplaneField(Field):
             self.decoder = ViewDependentDecoder(in_ch, hidden, density_activation)
         else:
             raise ValueError(f"TriplaneField: decoder must be 'mlp' or 'view_sh', got {decoder!r}")
-        self.view_dependent = decoder == "view_sh"
         if learn_planes:
             self.planes = nn.Parameter(torch.randn(1, 3, channels, resolution, resolution)
                                        * init_std)
@@ -163,6 +162,11 @@ class TriplaneField(Field):
             density, out = self.decoder(feats)
         density = torch.where(self.inside(xn), density, torch.zeros_like(density))
         return density.reshape(out_shape), out.reshape(*out_shape, out.shape[-1])
+
+    @property
+    def view_dependent(self) -> bool:
+        """Whether the decoder reads view directions (``decoder="view_sh"``)."""
+        return isinstance(self.decoder, ViewDependentDecoder)
 
     def table_parameters(self) -> list[nn.Parameter]:
         return [] if self.planes is None else [self.planes]

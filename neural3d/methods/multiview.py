@@ -80,13 +80,6 @@ class MultiObjectSet:
         return to_float(self.images[a:a + n]), self.cameras[idx]
 
     @staticmethod
-    def from_objects(objs) -> MultiObjectSet:
-        """From :class:`~neural3d.data.MultiViewObject` s (float images are stored as uint8)."""
-        objs = list(objs)
-        return MultiObjectSet.assemble([to_uint8(o.images) for o in objs],
-                                       [o.cameras for o in objs], [o.object_id for o in objs])
-
-    @staticmethod
     def assemble(images: list[torch.Tensor], cameras: list[Cameras], ids: list[str]
                  ) -> MultiObjectSet:
         """From per-object uint8 ``images [V_i,H,W,3]``, their cameras and ids."""
@@ -175,8 +168,7 @@ def conditioned_batch(data: MultiObjectSet, batch: int, rays: int, generator: to
     first = data.offsets[objs]
     o, d, rgb = draw_rays(data, first[:, None] + view, generator)
     return ConditionedBatch(to_float(data.images[first + inp]), data.cameras[first + inp], o, d,
-                            rgb, objs,
-                            inp)
+                            rgb, objs, inp)
 
 
 def other_views(data: MultiObjectSet, objects: torch.Tensor, views: torch.Tensor,

@@ -22,6 +22,12 @@ from neural3d.methods.ssdnerf.config import SSDNeRFConfig
 from neural3d.render import RendererConfig, VolumeRenderer, render_image
 
 
+def reference_pixel_scale(views: torch.Tensor) -> torch.Tensor:
+    """The reference's pixel-loss factor ``3 * (1 - exp(-0.1 V))`` per object of ``V`` views
+    (``loss_coef = 0.1 / (H W)`` times the object's ``V H W`` rays)."""
+    return 3 * (1 - torch.exp(-0.1 * views.double())).float()
+
+
 class SSDNeRFModel(nn.Module):
     def __init__(self, cfg: SSDNeRFConfig):
         super().__init__()
@@ -46,6 +52,12 @@ class SSDNeRFModel(nn.Module):
         # loss.scaling = reference: running mean of x0**2 that divides the diffusion loss
         self.register_buffer("norm_factor", torch.ones(()),
                              persistent=cfg.loss.scaling == "reference")
+
+    def render_weights(self, views: torch.Tensor) -> torch.Tensor:
+        """The pixel-MSE weight of objects seen in ``views [N]`` views: ``loss.render_weight``,
+        times :func:`reference_pixel_scale` under ``loss.scaling = reference``."""
+        w = torch.full(views.shape, self.cfg.loss.render_weight)
+        return w * reference_pixel_scale(views) if self.cfg.loss.scaling == "reference" else w
 
     # ------------------------------------------------------------------ code activation
     def activate(self, code_: torch.Tensor) -> torch.Tensor:

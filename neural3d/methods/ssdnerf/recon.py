@@ -26,6 +26,7 @@ import zlib
 
 import torch
 
+from neural3d.methods.multiview import to_uint8
 from neural3d.methods.ssdnerf.config import ReconConfig
 from neural3d.methods.ssdnerf.model import SSDNeRFModel
 
@@ -35,7 +36,7 @@ MODES = ("guided_finetune", "guided", "finetune", "mean")
 def object_seed(images: torch.Tensor, seed: int = 0) -> int:
     """``seed`` plus the CRC-32 of the 8-bit observed images: a per-object seed that needs no
     object id and is the same wherever the object is reconstructed."""
-    pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    pixels = to_uint8(images.detach().float()).cpu()
     return (seed + zlib.crc32(pixels.numpy().tobytes())) % (2 ** 63)
 
 
@@ -89,15 +90,9 @@ def guided_sample(model: SSDNeRFModel, images: torch.Tensor, cams, rc: ReconConf
 
 
 def observed_scale(model: SSDNeRFModel, images: torch.Tensor) -> float:
-    """The weight of the observed views' pixel MSE: ``loss.render_weight``, times the
-    reference's ``3 * (1 - exp(-0.1 V))`` for ``V`` observed views under ``loss.scaling =
-    reference``."""
-    from neural3d.methods.ssdnerf.train import reference_pixel_scale
-
-    w = model.cfg.loss.render_weight
-    if model.cfg.loss.scaling == "reference":
-        w *= float(reference_pixel_scale(torch.tensor([images.shape[0]]))[0])
-    return w
+    """The pixel-MSE weight of the observed views ``images [V, ...]``
+    (:meth:`SSDNeRFModel.render_weights` of an object with ``V`` views)."""
+    return float(model.render_weights(torch.tensor([images.shape[0]]))[0])
 
 
 def finetune(model: SSDNeRFModel, init: torch.Tensor, images: torch.Tensor, cams,

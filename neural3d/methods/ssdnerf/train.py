@@ -72,12 +72,6 @@ def inner_steps(optim, step: int) -> int:
     return int(k)
 
 
-def reference_pixel_scale(views: torch.Tensor) -> torch.Tensor:
-    """The reference's pixel-loss factor ``3 * (1 - exp(-0.1 V))`` per object of ``V`` views
-    (``loss_coef = 0.1 / (H W)`` times the object's ``V H W`` rays)."""
-    return 3 * (1 - torch.exp(-0.1 * views.double())).float()
-
-
 def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiObjectSet,
                  cfg: SSDNeRFConfig):
     """The ``step_fn(step)`` of one SSDNeRF training step (see the module docstring)."""
@@ -90,7 +84,7 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
     dev = trainer.device
     two = cfg.optim.mode == "two_stage"
     lw = cfg.loss
-    pixel_scale = reference_pixel_scale(data.counts)
+    pixel_weights = model.render_weights(data.counts)
 
     def draw(idx):
         view = (torch.rand(len(idx), R, generator=g_rays) * data.counts[idx, None]).long()
@@ -98,11 +92,8 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
 
     def scene_loss(idx, lat, render_mse, out):
         """Rendering (per-object weighted) + latent regularisers of the codes ``lat``."""
-        per_object = render_mse
-        if lw.scaling == "reference":
-            per_object = per_object * pixel_scale[idx].to(dev)
         reg = lat.pow(2).mean()
-        loss = lw.render_weight * per_object.mean() + lw.reg_weight * reg
+        loss = (render_mse * pixel_weights[idx].to(dev)).mean() + lw.reg_weight * reg
         mse = render_mse.detach().mean()
         out.update(render_mse=mse, psnr=psnr_from_mse(mse), latent_l2=reg.detach())
         if lw.tv_weight > 0:
@@ -144,15 +135,12 @@ def make_step_fn(trainer, model: SSDNeRFModel, latopt: LatentAdam, data: MultiOb
         prior = None
         if k_in > 1:  # the reference's inner loop: K_in - 1 latent-only steps, then the joint one
             # the joint step's U-Net loss redraws the same t and noise (and dropout masks)
-            states = g_noise.get_state(), torch.get_rng_state(), \
-                torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-            prior, start = prior_gradient(leaf, update_norm)
-            for _ in range(k_in - 1):
-                leaf = inner_step(idx, leaf, prior)
-            g_noise.set_state(states[0])
-            torch.set_rng_state(states[1])
-            if states[2] is not None:
-                torch.cuda.set_rng_state_all(states[2])
+            noise_state = g_noise.get_state()
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                prior, start = prior_gradient(leaf, update_norm)
+                for _ in range(k_in - 1):
+                    leaf = inner_step(idx, leaf, prior)
+            g_noise.set_state(noise_state)
         lat = model.activate(leaf)             # the codes
         o, d, tgt = draw(idx) if not stage2 else (None, None, None)
         diff_in = lat if cfg.optim.mode == "single" else lat.detach()
