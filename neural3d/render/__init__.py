@@ -13,6 +13,7 @@ from neural3d.render.composite import (
 from neural3d.render.image import render_image
 from neural3d.render.occupancy import (
     OccupancyGridSampler,
+    OccupiedSpanSampler,
     density_threshold,
     grid_bounds,
     visual_hull,
@@ -34,6 +35,7 @@ __all__ = [
     "CompositeResult",
     "ImportanceSampler",
     "OccupancyGridSampler",
+    "OccupiedSpanSampler",
     "RaySamples",
     "RendererConfig",
     "Sampler",

@@ -1,6 +1,8 @@
 """Empty-space skipping: :class:`OccupancyGridSampler`, an occupancy grid over a box that marches
 rays with a fixed step through its occupied cells (packed samples) and refreshes itself from the
-field's density (its update rule); plus the visual-hull helpers that initialise it from posed
+field's density (its update rule); :class:`OccupiedSpanSampler`, a fixed number of padded samples
+per ray spread over the occupied part of the ray in one of a batch of grids (auto-decoders that
+render several objects at once); plus the visual-hull helpers that initialise a grid from posed
 images (:func:`visual_hull`, :func:`grid_bounds`).
 
 Everything is created on the device of the rays / the grid's buffers.
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neural3d.render.samplers import RaySamples, near_far_aabb, uniform
+from neural3d.render.samplers import RaySamples, near_far_aabb, sample_pdf, uniform
 
 
 @torch.no_grad()
@@ -182,3 +184,72 @@ class OccupancyGridSampler(nn.Module):
         half = 0.5 * self.step
         return RaySamples(tm - half, tm + half, ray_indices=ray_indices, offsets=offsets,
                           counts=counts, positions=pos[valid])
+
+
+def grid_cells(grids: torch.Tensor, aabb: torch.Tensor, pts: torch.Tensor,
+               which: torch.Tensor) -> torch.Tensor:
+    """Values of ``grids [B, G, G, G]`` (over ``aabb [6]``) at the cells holding ``pts [R, K,
+    3]``, ray ``r`` reading grid ``which[r]`` -> ``[R, K]`` (points clamped to the grid)."""
+    res = grids.shape[-1]
+    size = (aabb[3:] - aabb[:3]) / res
+    idx = ((pts - aabb[:3]) / size).floor().long().clamp(0, res - 1)
+    return grids[which[:, None], idx[..., 0], idx[..., 1], idx[..., 2]]
+
+
+class OccupiedSpanSampler:
+    """``n_samples`` padded samples per ray, spread evenly over the part of the ray that lies in
+    occupied cells of its object's grid; a batch of objects rendered at once.
+
+    ``grids [B, G, G, G]`` (bool) over ``aabb [6]``; the ``R`` rays come as ``B`` equal groups,
+    ray ``r`` belonging to grid ``r // (R / B)``. Each ray's ``[near, far]`` (intersected with
+    ``aabb``) is cut into ``bins`` equal bins and a bin counts as occupied when its midpoint's
+    cell is; the ``n_samples`` sample points sit at ``(k + u) / n_samples`` of the occupied
+    length ``L`` (``u`` = 0.5, or one uniform per ray with jitter; a ``jitter`` tensor is ``u
+    [R]``) and each interval is ``L / n_samples`` long, centred on its point: empty space is
+    skipped (given zero density), as a ray marcher over the grid does. Without occupied bins a
+    ray is a miss (``hit`` False, zero-length intervals). With every cell occupied this is
+    stratified sampling with one offset per ray.
+    """
+
+    def __init__(self, grids: torch.Tensor, aabb, n_samples: int, bins: int = 256):
+        if grids.dim() != 4 or not grids.shape[1] == grids.shape[2] == grids.shape[3]:
+            raise ValueError(f"OccupiedSpanSampler: grids must be [B, G, G, G], got "
+                             f"{tuple(grids.shape)}")
+        if n_samples < 1 or bins < 1:
+            raise ValueError(f"OccupiedSpanSampler: n_samples and bins must be >= 1, got "
+                             f"{n_samples}, {bins}")
+        self.grids, self.n_samples, self.bins = grids.bool(), n_samples, bins
+        self.aabb = torch.as_tensor(aabb, dtype=torch.float32, device=grids.device)
+
+    def __call__(self, origins, directions, near, far, hit=None, *, jitter=False,
+                 generator=None, weights_fn=None) -> RaySamples:
+        r, dev, dt = origins.shape[0], origins.device, origins.dtype
+        b = self.grids.shape[0]
+        if r % b:
+            raise ValueError(f"OccupiedSpanSampler: {r} rays do not split into {b} equal groups "
+                             "(one per grid)")
+        aabb = self.aabb.to(device=dev, dtype=dt)
+        near_b, far_b, hit_b = near_far_aabb(origins, directions, aabb)
+        near, far = torch.maximum(near_b, near), torch.minimum(far_b, far)
+        hit = hit_b if hit is None else hit_b & hit
+        span = torch.where(hit, far - near, torch.zeros_like(far)).clamp_min(0)
+        edges = near[:, None] + span[:, None] * torch.linspace(0, 1, self.bins + 1, dtype=dt,
+                                                               device=dev)
+        mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
+        which = torch.arange(r, device=dev) // (r // b)
+        occupied = grid_cells(self.grids.to(dev), aabb,
+                              origins[:, None] + directions[:, None] * mids[..., None], which)
+        occupied = occupied.to(dt)
+        length = occupied.sum(-1) * span / self.bins  # [R]
+        if torch.is_tensor(jitter):
+            u = jitter.to(device=dev, dtype=dt)[:, None]
+        elif jitter:
+            u = uniform((r, 1), generator, dt, dev)
+        else:
+            u = torch.full((r, 1), 0.5, dtype=dt, device=dev)
+        k = torch.arange(self.n_samples, dtype=dt, device=dev)
+        quantiles = ((k + u) / self.n_samples).clamp(0, 1)
+        t = sample_pdf(edges, occupied, self.n_samples, uniforms=quantiles, eps=1e-9)
+        hit = hit & (length > 0)
+        half = torch.where(hit, 0.5 * length / self.n_samples, torch.zeros_like(length))
+        return RaySamples(t - half[:, None], t + half[:, None], hit=hit)

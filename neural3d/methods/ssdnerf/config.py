@@ -36,7 +36,9 @@ class ModelConfig:
         "decoder_hidden": at_least(1), "decoder_layers": at_least(0), "aabb": Range(),
         "n_samples": at_least(1), "background": between(0, 1), "unet_channels": at_least(1),
         "unet_mult": at_least(1), "unet_blocks": at_least(1), "unet_attention": at_least(1),
-        "unet_dropout": between(0, 1, hi_open=True), "code_scale": positive()}
+        "unet_dropout": between(0, 1, hi_open=True), "code_scale": positive(),
+        "occupancy_res": between(1, 512), "occupancy_threshold": positive(),
+        "occupancy_bins": at_least(1)}
     plane_channels: int = 6         # per plane (paper: 6)
     plane_res: int = 128            # paper: 128
     decoder_hidden: int = 64
@@ -47,7 +49,15 @@ class ModelConfig:
     code_scale: float = 2.0         # the reference's TanhCode scale
     density_activation: str = "trunc_exp"
     aabb: list = field(default_factory=lambda: [-0.5, -0.5, -0.5, 0.5, 0.5, 0.5])
-    n_samples: int = 64             # stratified samples per ray
+    n_samples: int = 64             # samples per ray
+    # sampler: stratified (ours: n_samples over the box) | occupancy (as the reference marches
+    # a per-object density grid: n_samples over the ray's occupied cells only; the grid is swept
+    # from the object's code at each render, see SSDNeRFModel.occupancy)
+    sampler: str = "stratified"
+    occupancy_res: int = 32         # grid cells per side (reference: 64 at 128^2 planes)
+    occupancy_threshold: float = 0.2  # density; the reference's 0.1 in its units (poses x 2)
+    occupancy_bins: int = 256       # bins per ray that find the occupied span (reference: 256
+                                    # max steps along the box diagonal)
     background: list = field(default_factory=lambda: [1.0, 1.0, 1.0])
     # U-Net over the stacked triplanes [B, 3*C, R, R]
     unet_channels: int = 128
@@ -182,6 +192,7 @@ class SSDNeRFConfig:
                                      ("sum", "concat")),
                                     ("model.code_activation", m.code_activation,
                                      ("none", "tanh")),
+                                    ("model.sampler", m.sampler, ("stratified", "occupancy")),
                                     ("loss.scaling", self.loss.scaling, ("plain", "reference"))):
             if value not in allowed:
                 raise invalid(key, f"must be one of {', '.join(allowed)}, got {value!r}")

@@ -12,6 +12,7 @@ model learns and samples) and the optimised **pre-activation** ``code_`` the cac
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from neural3d.diffusion import make_schedule
@@ -19,7 +20,8 @@ from neural3d.diffusion.parameterization import DiffusionObjective
 from neural3d.diffusion.unet import UNet
 from neural3d.fields.triplane import TriplaneField
 from neural3d.methods.ssdnerf.config import SSDNeRFConfig
-from neural3d.render import RendererConfig, VolumeRenderer, render_image
+from neural3d.render import OccupiedSpanSampler, RendererConfig, VolumeRenderer, render_image
+from neural3d.render.samplers import uniform
 
 
 def reference_pixel_scale(views: torch.Tensor) -> torch.Tensor:
@@ -98,22 +100,64 @@ class SSDNeRFModel(nn.Module):
 
         return fld
 
+    @torch.no_grad()
+    def occupancy(self, latents: torch.Tensor, generator: torch.Generator | None = None,
+                  chunk: int = 1 << 20) -> torch.Tensor:
+        """Occupancy grids ``[B, G, G, G]`` (bool, over ``model.aabb``, ``G =
+        model.occupancy_res``) of ``latents [B,3,C,R,R]``: the density at one random point per
+        cell (``generator``), a cell occupied when above ``min(the object's mean density,
+        model.occupancy_threshold)`` (the reference's rule), then dilated by one cell.
+
+        The reference keeps each object's grid across visits (an EMA, decay 0.9, of full sweeps
+        made at every visit); this recomputes it from the current code at every render, so no
+        per-object state is stored, and dilates instead of remembering."""
+        m = self.cfg.model
+        B, G = latents.shape[0], m.occupancy_res
+        aabb = torch.as_tensor(m.aabb, dtype=latents.dtype, device=latents.device)
+        lin = torch.arange(G, dtype=latents.dtype, device=latents.device)
+        cells = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)
+        pts = aabb[:3] + (cells + uniform(cells.shape, generator, latents.dtype, latents.device)) \
+            * (aabb[3:] - aabb[:3]) / G
+        up = torch.tensor([0.0, 0.0, 1.0], dtype=latents.dtype, device=latents.device)
+        step = max(1, chunk // B)
+        density = torch.cat([
+            self.field(p.expand(B, -1, -1)[:, :, None], up.expand(B, p.shape[0], 1, 3),
+                       planes=latents)[0][..., 0]
+            for p in pts.split(step)], dim=1)  # [B, G^3]
+        thresh = density.mean(1, keepdim=True).clamp(max=m.occupancy_threshold)
+        occ = (density >= thresh).reshape(B, 1, G, G, G).float()  # >=: uniform -> all
+        return F.max_pool3d(occ, 3, 1, 1)[:, 0] > 0
+
+    def sampler_for(self, latents: torch.Tensor, generator: torch.Generator | None = None):
+        """The sampler that renders ``latents`` (``model.sampler``): None (the renderer's
+        stratified samples) or an :class:`~neural3d.render.OccupiedSpanSampler` over their
+        :meth:`occupancy` grids."""
+        m = self.cfg.model
+        if m.sampler != "occupancy":
+            return None
+        return OccupiedSpanSampler(self.occupancy(latents.detach(), generator), m.aabb,
+                                   m.n_samples, m.occupancy_bins)
+
     def render_rays(self, latents: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``latents [B,3,C,R,R]``, rays ``[B, N, 3]`` -> ``rgb [B, N, 3]``, ``opacity [B, N]``."""
         B, N = origins.shape[:2]
         out = self.renderer(self._latent_field(latents), origins.reshape(-1, 3),
-                            dirs.reshape(-1, 3), generator=generator)
+                            dirs.reshape(-1, 3), generator=generator,
+                            sampler=self.sampler_for(latents, generator))
         return {"rgb": out["rgb"].reshape(B, N, 3), "opacity": out["opacity"].reshape(B, N)}
 
     @torch.no_grad()
     def render_views(self, latent: torch.Tensor, cams, chunk: int = 4096) -> torch.Tensor:
         """One latent ``[1,3,C,R,R]`` (or ``[3,C,R,R]``) at every camera -> ``[V, H, W, 3]``
-        (:func:`neural3d.render.render_image`, on the latent's device)."""
+        (:func:`neural3d.render.render_image`, on the latent's device). Deterministic: the
+        occupancy sweep (``model.sampler = occupancy``) draws from a generator seeded 0."""
         if latent.dim() == 4:
             latent = latent[None]
+        sweep = torch.Generator(latent.device).manual_seed(0)
         return render_image(self.renderer, self._latent_field(latent), cams, chunk,
-                            device=latent.device, dtype=latent.dtype)
+                            device=latent.device, dtype=latent.dtype,
+                            sampler=self.sampler_for(latent, sweep))
 
     # ------------------------------------------------------------------ diffusion
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
