@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from neural3d.config import ConfigError
-from neural3d.render import OccupiedSpanSampler, VolumeRenderer, near_far_aabb, stratified_samples
 from neural3d.methods.ssdnerf import SSDNeRFModel, train
 from neural3d.methods.ssdnerf.config import tiny_config
+from neural3d.render import OccupiedSpanSampler, VolumeRenderer, near_far_aabb, stratified_samples
 
 BOX = torch.tensor([-0.5, -0.5, -0.5, 0.5, 0.5, 0.5])
 

@@ -42,6 +42,7 @@ from neural3d.cameras import (
     random_sphere_eyes,
     spiral_path,
 )
+from neural3d.data.raytrace import lambert, trace_views
 
 __all__ = [
     "TOY_AABB",
@@ -65,10 +66,6 @@ _CAT_CODE = {"cars": 0, "chairs": 1}
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _PATTERNS = ("none", "stripes", "checker", "noise", "hub", "windows")
 
-_KEY = np.array([0.35, 0.25, 1.0]) / np.linalg.norm([0.35, 0.25, 1.0])
-_FILL = np.array([-0.4, -0.6, -0.25]) / np.linalg.norm([-0.4, -0.6, -0.25])
-_AMBIENT, _KEY_W, _FILL_W = 0.32, 0.62, 0.22
-_MAX_SHADE = 0.94
 _EPS = 1e-9
 
 
@@ -412,9 +409,7 @@ def _trace_candidates(obj: ToyObject, o: np.ndarray, d: np.ndarray, inv: np.ndar
             n[~cap] = radial / np.maximum(np.linalg.norm(radial, axis=1, keepdims=True), 1e-12)
         w = _pattern(p, q, n)[:, None]
         albedo = (1.0 - w) * np.asarray(p.color) + w * np.asarray(p.color2)
-        light = (_AMBIENT + _KEY_W * np.clip(n @ _KEY, 0.0, None)
-                 + _FILL_W * np.clip(n @ _FILL, 0.0, None))
-        rgb[sel] = np.clip(albedo * light[:, None], 0.0, _MAX_SHADE)
+        rgb[sel] = lambert(albedo, n)
     return rgb, hit
 
 
@@ -430,37 +425,9 @@ def render_toy_views(obj: ToyObject | dict, cameras: Cameras, background: Any = 
     if isinstance(obj, dict):
         obj = ToyObject.from_dict(obj)
     bg = np.asarray(background, dtype=np.float64)
-    c2w = cameras.c2w.detach().cpu().double().numpy()
-    fx, fy, cx, cy = (getattr(cameras, k).detach().cpu().double().numpy()
-                      for k in ("fx", "fy", "cx", "cy"))
-    V, H, W, s = len(cameras), cameras.height, cameras.width, int(supersample)
-    sub = (np.arange(s) + 0.5) / s
-    xs = (np.arange(W)[:, None] + sub[None, :]).reshape(-1)  # [W*s]
-    ys = (np.arange(H)[:, None] + sub[None, :]).reshape(-1)  # [H*s]
-    out = np.empty((V, H * s, W * s, 3))
-    alpha = np.empty((V, H * s, W * s))
-    per_view = H * s * W * s
-    step = max(1, chunk_rays // per_view)
-    for v0 in range(0, V, step):
-        vs = np.arange(v0, min(V, v0 + step))
-        x = (xs[None, None, :] - cx[vs, None, None]) / fx[vs, None, None]
-        y = (ys[None, :, None] - cy[vs, None, None]) / fy[vs, None, None]
-        x, y = np.broadcast_arrays(x, y)
-        dcam = np.stack([x, y, np.ones_like(x)], -1)  # [v, Hs, Ws, 3]
-        R = c2w[vs, :3, :3]
-        d = np.einsum("vij,vhwj->vhwi", R, dcam)
-        d /= np.linalg.norm(d, axis=-1, keepdims=True)
-        o = np.broadcast_to(c2w[vs, None, None, :3, 3], d.shape)
-        rgb, hit = _trace(obj, o.reshape(-1, 3), d.reshape(-1, 3), bg)
-        out[vs] = rgb.reshape(d.shape)
-        alpha[vs] = hit.reshape(d.shape[:-1])
-    if s > 1:
-        out = out.reshape(V, H, s, W, s, 3).mean((2, 4))
-        alpha = alpha.reshape(V, H, s, W, s).mean((2, 4))
-    images = torch.from_numpy(out.astype(np.float32))
-    if return_alpha:
-        return images, torch.from_numpy(alpha.astype(np.float32))
-    return images
+    images, alpha = trace_views(cameras, lambda o, d: _trace(obj, o, d, bg), supersample,
+                                chunk_rays)
+    return (images, alpha) if return_alpha else images
 
 
 # ---------------------------------------------------------------------------- the dataset
