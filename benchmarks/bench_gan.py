@@ -76,6 +76,11 @@ def train_row(name: str, out: Path, budget: float, smoke: bool, data_root: str |
     return trainer.ckpt_path, trainer.step, method.train_seconds, cfg
 
 
+def _fmt(value, digits: int, scale: float = 1.0) -> str:
+    """A table cell: ``value * scale`` with ``digits`` decimals, ``n/a`` when missing."""
+    return "n/a" if value is None else f"{value * scale:.{digits}f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,11 +149,12 @@ def main() -> None:
         targets["consistency_target"] = gain >= 3 and \
             abs(r["stylenerf"]["kid"] - r["stylenerf_noreg"]["kid"]) <= 0.2 * abs(
                 r["stylenerf_noreg"]["kid"])
-    md = ["| model | FID | KID | 3D consistency PSNR | steps | seconds |",
+    md = ["| model | FID | KID x10^3 | 3D consistency PSNR (dB) | steps | seconds |",
           "|---|---|---|---|---|---|"]
     for k, v in r.items():
-        md.append(f"| {k} | {v['fid']} | {v['kid']} | {v.get('consistency_psnr', 'n/a')} | "
-                  f"{v.get('steps', 'n/a')} | {v.get('seconds', 'n/a')} |")
+        md.append(f"| {k} | {_fmt(v['fid'], 1)} | {_fmt(v['kid'], 2, 1e3)} | "
+                  f"{_fmt(v.get('consistency_psnr'), 2)} | {_fmt(v.get('steps'), 0)} | "
+                  f"{_fmt(v.get('seconds'), 0)} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"rows": r, "targets": targets,
                                                   "budget_s": budget, "smoke": args.smoke},

@@ -50,3 +50,41 @@ def test_ddp_two_processes_share_latent_cache(tmp_path):
     assert la == lb  # the logged losses are all-reduced means
     ck = load_ssdnerf(tmp_path / "run" / "checkpoints" / "last.pt")
     assert ck.checkpoint_step == 3 and torch.equal(ck.latents, a["latents"])
+
+
+def _share_worker(rank, world, port, root):
+    import torch.distributed as dist
+
+    from neural3d.methods.multiview import load_split
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        cfg = tiny_config(os.path.join(root, "data"), os.path.join(root, "run"))
+        data = load_split(cfg.data, "train", share_dir=os.path.join(root, "run"))
+        torch.save({"images": data.images.clone(), "ids": data.object_ids},
+                   os.path.join(root, f"share{rank}.pt"))
+        dist.barrier()
+        if rank == 0:       # one rank writes into its mapping ...
+            data.images[0, 0, 0, 0] = 7
+        dist.barrier()      # ... and the other sees it: the same pages, not a private copy
+        with open(os.path.join(root, f"seen{rank}.txt"), "w") as f:
+            f.write(str(int(data.images[0, 0, 0, 0])))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_map_one_copy_of_the_training_images(tmp_path):
+    from neural3d.methods.multiview import ensure_data, load_split
+
+    cfg = tiny_config(tmp_path / "data", tmp_path / "x")
+    ensure_data(cfg.data)
+    single = load_split(cfg.data, "train")
+    mp.spawn(_share_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"share{rank}.pt")
+        assert torch.equal(got["images"], single.images) and got["ids"] == single.object_ids
+        assert (tmp_path / f"seen{rank}.txt").read_text() == "7"
+    (cached,) = (tmp_path / "run" / "data_cache").glob("data-train-*.u8")
+    assert cached.stat().st_size == single.images.numel()

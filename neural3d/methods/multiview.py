@@ -3,13 +3,17 @@
 - :class:`MultiViewDataConfig` — the ``data:`` section: an SRN-layout root (SRN cars/chairs, ABO
   tables, or the toy category written on first use when ``toy`` is true).
 - :func:`ensure_data`, :func:`load_split` — the split's objects as one :class:`MultiObjectSet`
-  (all views in RAM; per-object ``offsets``/``counts``).
+  (all views in RAM as uint8, per-object ``offsets``/``counts``; under DDP one copy per machine,
+  mapped by every rank from the run folder).
 - :func:`draw_rays` — random training rays of given views; :func:`conditioned_batch` — the batch
   of the image-conditioned methods: per object one input view and rays of its other views.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -101,9 +105,43 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def load_split(dc: MultiViewDataConfig, split: str, max_objects: int | None = None,
-               tag: str = "data", progress: bool = True) -> MultiObjectSet:
+               tag: str = "data", progress: bool = True,
+               share_dir: str | Path | None = None) -> MultiObjectSet:
     """The ``split`` of ``dc``'s data (written first when it is the toy set), one object at a
-    time into uint8 storage (float32 for one object at most), with a progress bar."""
+    time into uint8 storage (float32 for one object at most), with a progress bar.
+
+    Under DDP with ``share_dir`` (the run folder) the machine holds one copy instead of one per
+    rank: local rank 0 reads the split and writes it to ``share_dir/data_cache/`` (the images
+    as raw uint8, named after the split and the host), then every rank maps that file shared
+    (``torch.from_file(shared=True)``: the pages live once, in the OS cache)."""
+    from neural3d.train.distributed import world_info
+
+    if share_dir is None or world_info()[1] == 1:
+        return _read_split(dc, split, max_objects, tag, progress)
+    from neural3d.train.distributed import barrier
+
+    rank = world_info()[0]
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    folder = Path(share_dir) / "data_cache"
+    stem = folder / f"{tag}-{split}-{socket.gethostname()}"
+    if local_rank == 0:
+        data = _read_split(dc, split, max_objects, tag, progress)
+        folder.mkdir(parents=True, exist_ok=True)
+        data.images.numpy().tofile(f"{stem}.u8")
+        torch.save({"shape": list(data.images.shape), "cameras": data.cameras,
+                    "offsets": data.offsets, "counts": data.counts,
+                    "object_ids": data.object_ids}, f"{stem}.pt")
+        del data
+    barrier()
+    index = torch.load(f"{stem}.pt", weights_only=False)  # written by this run just now
+    images = torch.from_file(f"{stem}.u8", shared=True, size=math.prod(index["shape"]),
+                             dtype=torch.uint8).view(*index["shape"])
+    return MultiObjectSet(images, index["cameras"], index["offsets"], index["counts"],
+                          index["object_ids"])
+
+
+def _read_split(dc: MultiViewDataConfig, split: str, max_objects: int | None, tag: str,
+                progress: bool) -> MultiObjectSet:
     from tqdm.auto import tqdm
 
     from neural3d.data import SRNCategory

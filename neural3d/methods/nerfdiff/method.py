@@ -39,7 +39,7 @@ class NerfDiff(Method):
     def build(self) -> Built:
         torch.manual_seed(self.cfg.train.seed)
         self.data = load_split(self.cfg.data, "train", self.cfg.data.max_objects or None,
-                               tag="nerfdiff")
+                               tag="nerfdiff", share_dir=self.cfg.train.out_dir)
         model = NerfDiffModel(self.cfg).to(self.device)
         o = self.cfg.optim
         opt = torch.optim.Adam([

@@ -37,7 +37,7 @@ class PixelNeRF(Method):
 
     def setup(self, trainer) -> None:
         self.data = load_split(self.cfg.data, "train", self.cfg.data.max_objects or None,
-                               tag="pixelnerf")
+                               tag="pixelnerf", share_dir=self.cfg.train.out_dir)
         self._g_batch = trainer.generator("pixelnerf/batch", per_rank=True)
         self._g_render = trainer.generator("pixelnerf/render", per_rank=True)
         self._held = None

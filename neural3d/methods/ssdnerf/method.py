@@ -38,7 +38,7 @@ class SSDNeRF(Method):
     # ------------------------------------------------------------------ training
     def build(self) -> Built:
         self.data = load_split(self.cfg.data, "train", self.cfg.data.max_objects or None,
-                               tag="ssdnerf")
+                               tag="ssdnerf", share_dir=self.cfg.train.out_dir)
         model, _, opts = build(self.cfg, len(self.data), self.device)
         self.latopt = opts["latents"]
         o = self.cfg.optim
