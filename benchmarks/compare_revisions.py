@@ -10,6 +10,8 @@ Jobs (``--jobs``, comma-separated):
   reach the same PSNR (the clock starts after the build).
 - ``fit``: ``benchmarks/bench_fit.py --fields triplane`` (``--fit-budget`` seconds, 128 px),
   base then new.
+- ``composite``: ``benchmarks/bench_composite.py`` (``--threads``), base then new: each tree's
+  C++ kernel against the torch reference (fwd and fwd+bwd ms, the ratios), per layout.
 - ``ssdnerf``: the toy SSDNeRF config trained ``--ssdnerf-steps`` steps on both trees at once
   (one thread each: the result depends on steps, not time), then each tree's
   ``bench_ssdnerf.py`` (generation FID/KID of 64 samples, 1-view guided reconstruction of the 8
@@ -81,6 +83,20 @@ def fit(tree: Path, out: Path, budget: float, threads: int) -> dict:
         out / "bench_fit.log")
     r = json.loads(js.read_text())[0]
     return {"psnr": r["psnr"], "steps": r["steps"], "train_s": r["train_s"], "t30": r["t30"]}
+
+
+def composite(tree: Path, out: Path, threads: int) -> dict:
+    log = out.with_suffix(".log")
+    run(tree, ["benchmarks/bench_composite.py", "--threads", str(threads), "--json"], log)
+    text = log.read_text()
+    rows = json.loads(text[text.index("{"):])["rows"]
+    res = {}
+    for r in rows:
+        if r["backend"].startswith("cpp"):
+            res[f"{r['layout']} {r['backend']} f+b ms"] = r["fwd_bwd_ms"]
+            res[f"{r['layout']} x torch f+b"] = r["speedup_fwd_bwd_vs_torch"]
+            res[f"{r['layout']} x torch fwd"] = r["speedup_fwd_vs_torch"]
+    return res
 
 
 def ssdnerf(trees: dict[str, Path], out: Path, steps: int) -> dict[str, dict]:
@@ -164,6 +180,11 @@ def main() -> int:
             results["fit"] = {n: fit(t, out / f"fit_{i}", args.fit_budget, args.threads)
                               for i, (n, t) in enumerate(trees.items())}
             table(f"bench_fit triplane, 128 px, {args.fit_budget:.0f} s budget", results["fit"])
+        if "composite" in jobs:
+            results["composite"] = {n: composite(t, out / f"composite_{i}", args.threads)
+                                    for i, (n, t) in enumerate(trees.items())}
+            table(f"bench_composite, {args.threads} threads (C++ kernel vs torch)",
+                  results["composite"])
         if "ssdnerf" in jobs:
             results["ssdnerf"] = ssdnerf({"base": base, "new": ROOT}, out / "ssdnerf",
                                          args.ssdnerf_steps)
