@@ -70,10 +70,35 @@ def train_row(name: str, out: Path, budget: float, smoke: bool, data_root: str |
         kind = "eg3d" if "eg3d" in path else "stylenerf"
         over += SMOKE + SMOKE_KIND[kind] + ["train.tensorboard=false", "train.ckpt_every=0"]
     cfg = load_config(StyleNeRFConfig, path, over)
+    done = finished_run(out / name, cfg, 0.0 if name == "untrained" else budget)
+    if done is not None:
+        log(f"{name}: training finished before, evaluating {done[0]}")
+        return (*done, cfg)
     method = StyleNeRF(cfg)
     trainer, _ = train_method(method, steps=0 if name == "untrained" else None,
                               time_budget=None if name == "untrained" else budget, log=log)
     return trainer.ckpt_path, trainer.step, method.train_seconds, cfg
+
+
+def finished_run(run_dir: Path, cfg, budget: float):
+    """``(checkpoint, steps, seconds)`` of a run in ``run_dir`` that finished its ``budget``
+    with this very config (so a row whose evaluation was interrupted is evaluated, not
+    retrained), else None."""
+    import yaml
+
+    from neural3d.config import to_dict
+
+    info, ckpt, saved = (run_dir / "run.json", run_dir / "checkpoints" / "last.pt",
+                         run_dir / "config.yaml")
+    if not (info.is_file() and ckpt.is_file() and saved.is_file()):
+        return None
+    run = json.loads(info.read_text())
+    if run.get("status") != "finished" or run.get("seconds", 0.0) < budget:
+        return None
+    if yaml.safe_load(saved.read_text()) != to_dict(cfg):
+        raise SystemExit(f"{run_dir}: holds a finished run of another config; choose another "
+                         "--out")
+    return ckpt, int(run["step"]), float(run["seconds"])
 
 
 def _fmt(value, digits: int, scale: float = 1.0) -> str:
