@@ -7,8 +7,9 @@
 //
 // A block of W rays is processed together: tiles of W rays x W samples are loaded with W vector
 // loads (one per ray, contiguous) and transposed in registers (log2(W) rounds of interleaving
-// shuffles), so each vector then holds one sample of W rays and the sequential scan along the
-// ray runs on W rays at once. Results (weights, gradients) are transposed back the same way.
+// shuffles; on AVX2 the cross-lane round is folded into 128-bit loads and stores), so each vector
+// then holds one sample of W rays and the sequential scan along the ray runs on W rays at once.
+// Results (weights, gradients) are transposed back the same way (load_rows / store_rows).
 // Ragged tiles (ray ends, packed rays of different lengths, the last partial block of rays) are
 // staged through a zero-padded buffer; padding has zero density and contributes nothing.
 //
@@ -57,24 +58,53 @@ N3D_INLINE vf vload(const float* p) {
 }
 N3D_INLINE void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 
+// Store bypassing the caches (AVX-512 only, where a vector is one whole 64-byte line) for the
+// backward's gradients: they are written once and not read again here, so the usual
+// read-for-ownership of each line is wasted memory traffic. Needs an _mm_sfence() before
+// other threads read the results (composite_cpu.cpp issues it at the end of each chunk).
+N3D_INLINE void vstore_stream(float* p, vf v) {
+#if defined(N3D_X86) && NEURAL3D_W == 16
+  if ((reinterpret_cast<uintptr_t>(p) & 63) == 0) {
+    _mm512_stream_ps(p, (__m512)v);
+    return;
+  }
+#endif
+  vstore(p, v);
+}
+
 #if defined(N3D_AVX2_TRANSPOSE) && NEURAL3D_W == 8
-// AVX2: the classic 8x8 transpose (in-lane unpack/shuffle, then 128-bit lane swaps), 24 ops.
-N3D_INLINE void transpose(vf* v) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps((__m256)v[2 * i], (__m256)v[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps((__m256)v[2 * i], (__m256)v[2 * i + 1]);
+// AVX2: the 8x8 transpose folded into the loads and stores. The 128-bit halves of the rows are
+// loaded (stored) straight into (from) the upper and lower lanes, so only the 16 in-lane
+// unpack/shuffle steps remain, instead of 24 with cross-lane permutes: the shuffle unit, not
+// arithmetic, bounds these kernels at 8 lanes.
+N3D_INLINE void load_rows(vf* v, const float* const* rows) {
+  for (int h = 0; h < 2; ++h) {  // samples 4h .. 4h+3
+    __m256 q[4];
+    for (int i = 0; i < 4; ++i)  // lanes: [ray i | ray i+4]
+      q[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(rows[i] + 4 * h)),
+                                  _mm_loadu_ps(rows[i + 4] + 4 * h), 1);
+    const __m256 t0 = _mm256_unpacklo_ps(q[0], q[1]), t1 = _mm256_unpackhi_ps(q[0], q[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(q[2], q[3]), t3 = _mm256_unpackhi_ps(q[2], q[3]);
+    v[4 * h + 0] = (vf)_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    v[4 * h + 1] = (vf)_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    v[4 * h + 2] = (vf)_mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    v[4 * h + 3] = (vf)_mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
   }
+}
+template <bool kStream = false>
+N3D_INLINE void store_rows(float* const* rows, const vf* v) {
   for (int h = 0; h < 2; ++h) {
-    const int b = 4 * h;
-    u[b + 0] = _mm256_shuffle_ps(t[b + 0], t[b + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[b + 1] = _mm256_shuffle_ps(t[b + 0], t[b + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[b + 2] = _mm256_shuffle_ps(t[b + 1], t[b + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[b + 3] = _mm256_shuffle_ps(t[b + 1], t[b + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    v[i] = (vf)_mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-    v[i + 4] = (vf)_mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    const __m256* q = reinterpret_cast<const __m256*>(v + 4 * h);
+    const __m256 t0 = _mm256_unpacklo_ps(q[0], q[1]), t1 = _mm256_unpackhi_ps(q[0], q[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(q[2], q[3]), t3 = _mm256_unpackhi_ps(q[2], q[3]);
+    const __m256 r[4] = {_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
+                         _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2))};
+    for (int i = 0; i < 4; ++i) {  // lanes: [ray i | ray i+4]
+      _mm_storeu_ps(rows[i] + 4 * h, _mm256_castps256_ps128(r[i]));
+      _mm_storeu_ps(rows[i + 4] + 4 * h, _mm256_extractf128_ps(r[i], 1));
+    }
   }
 }
 #else
@@ -87,6 +117,23 @@ N3D_INLINE void transpose(vf* v) {
       t[2 * j + 1] = N3D_SHUF(v[j], v[j + W / 2], N3D_HI);
     }
     for (int j = 0; j < W; ++j) v[j] = t[j];
+  }
+}
+
+// W rows (ray l's W consecutive floats at rows[l]) -> W vectors, lanes = rays.
+N3D_INLINE void load_rows(vf* v, const float* const* rows) {
+  for (int l = 0; l < W; ++l) v[l] = vload(rows[l]);
+  transpose(v);
+}
+// Inverse of load_rows; kStream: write with vstore_stream (results not read again here).
+template <bool kStream = false>
+N3D_INLINE void store_rows(float* const* rows, const vf* v) {
+  vf t[W];
+  for (int l = 0; l < W; ++l) t[l] = v[l];
+  transpose(t);
+  for (int l = 0; l < W; ++l) {
+    if constexpr (kStream) vstore_stream(rows[l], t[l]);
+    else vstore(rows[l], t[l]);
   }
 }
 #endif
@@ -194,69 +241,57 @@ N3D_INLINE void prefetch_slice(const BlockIn& in, const NextBlock& nb, int64_t p
   for (int64_t i = a * in.C; i < b * in.C; i += kLine) __builtin_prefetch(in.feat + i, 0, 2);
 }
 
-// Store bypassing the caches (AVX-512 only, where a vector is one whole 64-byte line) for the
-// backward's gradients: they are written once and not read again here, so the usual
-// read-for-ownership of each line is wasted memory traffic. Needs an _mm_sfence() before
-// other threads read the results (composite_cpu.cpp issues it at the end of each chunk).
-N3D_INLINE void vstore_stream(float* p, vf v) {
-#if defined(N3D_X86) && NEURAL3D_W == 16
-  if ((reinterpret_cast<uintptr_t>(p) & 63) == 0) {
-    _mm512_stream_ps(p, (__m512)v);
-    return;
-  }
-#endif
-  vstore(p, v);
-}
-
 // Uniform blocks (padded layout, W full rays): ray l's chunk starts at p + l * stride.
 N3D_INLINE void load_tile_u(vf* v, const float* p, int64_t stride) {
-  for (int l = 0; l < W; ++l) v[l] = vload(p + l * stride);
-  transpose(v);
+  const float* rows[W];
+  for (int l = 0; l < W; ++l) rows[l] = p + l * stride;
+  load_rows(v, rows);
 }
 // kStream: write with vstore_stream (results not read again by this kernel).
 template <bool kStream = false>
-N3D_INLINE void store_tile_u(vf* v, float* p, int64_t stride) {
-  transpose(v);
-  for (int l = 0; l < W; ++l) {
-    if constexpr (kStream) vstore_stream(p + l * stride, v[l]);
-    else vstore(p + l * stride, v[l]);
-  }
+N3D_INLINE void store_tile_u(const vf* v, float* p, int64_t stride) {
+  float* rows[W];
+  for (int l = 0; l < W; ++l) rows[l] = p + l * stride;
+  store_rows<kStream>(rows, v);
+}
+
+// Valid floats of ray l's chunk k in the tile of samples [s0, s0+W) x `per` values per sample.
+N3D_INLINE int64_t chunk_len(const Rays& b, int l, int64_t s0, int64_t per, int k) {
+  const int64_t m = (b.cnt[l] - s0) * per - k * W;
+  return m < 0 ? 0 : (m > W ? W : m);
 }
 
 // Load the tile of samples [s0, s0+W) x `per` values per sample, chunk `k` (W floats of each
-// ray's per*W), into v[0..W) with lanes = rays (after transposing).
+// ray's per*W), into v[0..W) with lanes = rays; a ragged tile is staged zero-padded.
 N3D_INLINE void load_tile(vf* v, const float* src, const Rays& b, int64_t s0, int64_t per, int k,
                           bool full) {
-  if (full) {
-    for (int l = 0; l < W; ++l) v[l] = vload(src + (b.off[l] + s0) * per + k * W);
-  } else {
-    for (int l = 0; l < W; ++l) {
-      float tmp[W] = {0};
-      int64_t m = (b.cnt[l] - s0) * per - k * W;  // valid floats in this chunk
-      m = m < 0 ? 0 : (m > W ? W : m);
-      const float* p = src + (b.off[l] + s0) * per + k * W;
-      for (int64_t q = 0; q < m; ++q) tmp[q] = p[q];
-      v[l] = vload(tmp);
+  const float* rows[W];
+  float tmp[W][W];
+  for (int l = 0; l < W; ++l) {
+    const float* p = src + (b.off[l] + s0) * per + k * W;
+    if (full) {
+      rows[l] = p;
+      continue;
     }
+    const int64_t m = chunk_len(b, l, s0, per, k);
+    for (int64_t q = 0; q < W; ++q) tmp[l][q] = q < m ? p[q] : 0.0f;
+    rows[l] = tmp[l];
   }
-  transpose(v);
+  load_rows(v, rows);
 }
 
-// Inverse of load_tile: transposes v in place and writes the valid part of each ray's chunk.
-N3D_INLINE void store_tile(vf* v, float* dst, const Rays& b, int64_t s0, int64_t per, int k,
-                           bool full) {
-  transpose(v);
-  if (full) {
-    for (int l = 0; l < W; ++l) vstore(dst + (b.off[l] + s0) * per + k * W, v[l]);
-  } else {
-    for (int l = 0; l < W; ++l) {
-      int64_t m = (b.cnt[l] - s0) * per - k * W;
-      m = m < 0 ? 0 : (m > W ? W : m);
-      float tmp[W];
-      vstore(tmp, v[l]);
-      float* p = dst + (b.off[l] + s0) * per + k * W;
-      for (int64_t q = 0; q < m; ++q) p[q] = tmp[q];
-    }
+// Inverse of load_tile: writes the valid part of each ray's chunk.
+N3D_INLINE void store_tile(const vf* v, float* dst, const Rays& b, int64_t s0, int64_t per,
+                           int k, bool full) {
+  float* rows[W];
+  float tmp[W][W];
+  for (int l = 0; l < W; ++l) rows[l] = full ? dst + (b.off[l] + s0) * per + k * W : tmp[l];
+  store_rows(rows, v);
+  if (full) return;
+  for (int l = 0; l < W; ++l) {
+    float* p = dst + (b.off[l] + s0) * per + k * W;
+    const int64_t m = chunk_len(b, l, s0, per, k);
+    for (int64_t q = 0; q < m; ++q) p[q] = tmp[l][q];
   }
 }
 
