@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from neural3d.config import load_config  # noqa: E402
 from neural3d.device import resolve_device  # noqa: E402
+from neural3d.export.media import write_labelled  # noqa: E402
 from neural3d.methods import load, train_method  # noqa: E402
 from neural3d.methods.diffusion2d import (  # noqa: E402
     Diffusion2D,
@@ -248,22 +249,6 @@ def bench_multiscale(args) -> dict:
     return multiscale_table(args, out, settings)
 
 
-def labelled_stack(path: Path, items: list[tuple[str, Path]], label_height: int = 14) -> Path:
-    """PNG images stacked top to bottom, each under a one-line label; written to ``path``."""
-    from PIL import Image, ImageDraw
-
-    images = [Image.open(p).convert("RGB") for _, p in items]
-    canvas = Image.new("RGB", (max(i.width for i in images),
-                               sum(i.height + label_height for i in images)), "white")
-    draw, y = ImageDraw.Draw(canvas), 0
-    for (label, _), im in zip(items, images, strict=True):
-        draw.text((2, y + 1), label, fill="black")
-        canvas.paste(im, (0, y + label_height))
-        y += im.height + label_height
-    canvas.save(path)
-    return path
-
-
 def multiscale_table(args, out: Path, settings: dict) -> dict:
     """Print the table of every model stored in ``out`` with ``settings``; returns them."""
     res, rows = {}, []
@@ -287,7 +272,7 @@ def multiscale_table(args, out: Path, settings: dict) -> dict:
     grids = [(f"{name}: FID {r['fid']:.1f}, {r['steps']} steps", Path(r["grid"]))
              for name, r in res.items() if "grid" in r and Path(r["grid"]).is_file()]
     if grids:
-        print(f"  all grids: {labelled_stack(out / 'multiscale_all.png', grids)}")
+        print(f"  all grids: {write_labelled(out / 'multiscale_all.png', grids)}")
     base = res.get(MULTISCALE[0][0], {}).get("fid")
     for name, _, _ in MULTISCALE[1:]:
         if base and "fid" in res.get(name, {}):

@@ -122,6 +122,7 @@ def main() -> None:
     import torch
 
     from neural3d.eval import evaluate_generation
+    from neural3d.export.media import write_labelled
     from neural3d.methods import load
 
     torch.set_num_threads(args.threads)
@@ -185,6 +186,9 @@ def main() -> None:
                                                   "budget_s": budget, "smoke": args.smoke},
                                                  indent=2, default=str) + "\n")
     (out / "results.md").write_text("\n".join(md) + "\n")
+    grids = [(k, Path(v["samples"][0])) for k, v in r.items() if v.get("samples")]
+    if grids:
+        print(f"sample grids: {write_labelled(out / 'grids.png', grids, across=True)}")
     print("\n".join(md))
     print("targets:", json.dumps(targets))
     print(f"results: {out / 'results.json'}")

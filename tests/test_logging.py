@@ -235,3 +235,20 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
         assert tag in log, tag
     assert [p.name.split("_")[1] for p in (runs[0] / "files" / "media" / "images" /
                                            "eval").glob("samples_*.png")] == ["2"]
+
+
+def test_write_labelled_stacks_down_or_across(tmp_path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    from neural3d.export.media import write_labelled
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    iio.imwrite(a, np.zeros((10, 20, 3), np.uint8))
+    iio.imwrite(b, np.full((30, 5, 3), 255, np.uint8))
+    down = iio.imread(write_labelled(tmp_path / "down.png", [("a", a), ("b", b)], label_height=4))
+    across = iio.imread(write_labelled(tmp_path / "x" / "across.png", [("a", a), ("b", b)],
+                                       across=True, label_height=4))
+    assert down.shape == (10 + 4 + 30 + 4, 20, 3)
+    assert across.shape == (30 + 4, 20 + 5, 3)
+    assert (across[4:14, :20] == 0).all() and (down[4:14, :20] == 0).all()   # a, under its label

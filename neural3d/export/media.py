@@ -48,6 +48,29 @@ def write_image_rows(path: str | Path, rows: Sequence[torch.Tensor], pad: int = 
     return path
 
 
+def write_labelled(path: str | Path, items: Sequence[tuple[str, str | Path]],
+                   across: bool = False, label_height: int = 14) -> Path:
+    """PNG files ``items = [(label, file), ...]`` each under a one-line label, stacked top to
+    bottom (or left to right with ``across``), written to ``path`` (returned)."""
+    from PIL import Image, ImageDraw
+
+    images = [Image.open(f).convert("RGB") for _, f in items]
+    if across:
+        size = (sum(i.width for i in images), max(i.height for i in images) + label_height)
+    else:
+        size = (max(i.width for i in images), sum(i.height + label_height for i in images))
+    canvas = Image.new("RGB", size, "white")
+    draw, at = ImageDraw.Draw(canvas), 0
+    for (label, _), im in zip(items, images, strict=True):
+        x, y = (at, 0) if across else (0, at)
+        draw.text((x + 2, y + 1), label, fill="black")
+        canvas.paste(im, (x, y + label_height))
+        at += im.width if across else im.height + label_height
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return Path(path)
+
+
 def write_video(path: str | Path, frames: Sequence[torch.Tensor] | torch.Tensor,
                 fps: int = 24) -> Path:
     """Frames ``[T, H, W, 3]`` (a tensor or a list of ``[H, W, 3]``) -> mp4 through imageio-ffmpeg;
