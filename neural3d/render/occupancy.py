@@ -72,6 +72,12 @@ def grid_bounds(grid: torch.Tensor, aabb: torch.Tensor, margin_cells: int = 1) -
     return torch.cat([aabb[:3] + lo_i * size, aabb[:3] + hi_i * size])
 
 
+def cell_index(pts: torch.Tensor, aabb: torch.Tensor, res: int) -> torch.Tensor:
+    """Integer cell ``[..., 3]`` of a ``[res]^3`` grid over ``aabb [6]`` holding each of ``pts
+    [..., 3]`` (clamped to the grid)."""
+    return ((pts - aabb[:3]) / ((aabb[3:] - aabb[:3]) / res)).floor().long().clamp(0, res - 1)
+
+
 def density_threshold(alpha: float, step: float) -> float:
     """The density whose sample of length ``step`` has opacity ``alpha``:
     ``-log(1 - alpha) / step``."""
@@ -116,7 +122,7 @@ class OccupancyGridSampler(nn.Module):
 
     def lookup(self, pts: torch.Tensor) -> torch.Tensor:
         """Occupancy ``[...]`` of the cells holding ``pts [..., 3]`` (clamped to the grid)."""
-        idx = ((pts - self.aabb[:3]) / self.cell_size()).floor().long().clamp(0, self.res - 1)
+        idx = cell_index(pts, self.aabb, self.res)
         return self.occ[idx[..., 0], idx[..., 1], idx[..., 2]]
 
     @torch.no_grad()
@@ -190,9 +196,7 @@ def grid_cells(grids: torch.Tensor, aabb: torch.Tensor, pts: torch.Tensor,
                which: torch.Tensor) -> torch.Tensor:
     """Values of ``grids [B, G, G, G]`` (over ``aabb [6]``) at the cells holding ``pts [R, K,
     3]``, ray ``r`` reading grid ``which[r]`` -> ``[R, K]`` (points clamped to the grid)."""
-    res = grids.shape[-1]
-    size = (aabb[3:] - aabb[:3]) / res
-    idx = ((pts - aabb[:3]) / size).floor().long().clamp(0, res - 1)
+    idx = cell_index(pts, aabb, grids.shape[-1])
     return grids[which[:, None], idx[..., 0], idx[..., 1], idx[..., 2]]
 
 

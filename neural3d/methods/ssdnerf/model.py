@@ -105,8 +105,10 @@ class SSDNeRFModel(nn.Module):
                   chunk: int = 1 << 20) -> torch.Tensor:
         """Occupancy grids ``[B, G, G, G]`` (bool, over ``model.aabb``, ``G =
         model.occupancy_res``) of ``latents [B,3,C,R,R]``: the density at one random point per
-        cell (``generator``), a cell occupied when above ``min(the object's mean density,
-        model.occupancy_threshold)`` (the reference's rule), then dilated by one cell.
+        cell (``generator``), a cell occupied when at least ``min(the object's mean density,
+        model.occupancy_threshold)`` (the reference's rule, with "at least" so that a uniform
+        density, e.g. all-zero codes at the start, occupies every cell rather than none), then
+        dilated by one cell.
 
         The reference keeps each object's grid across visits (an EMA, decay 0.9, of full sweeps
         made at every visit); this recomputes it from the current code at every render, so no
@@ -125,7 +127,7 @@ class SSDNeRFModel(nn.Module):
                        planes=latents)[0][..., 0]
             for p in pts.split(step)], dim=1)  # [B, G^3]
         thresh = density.mean(1, keepdim=True).clamp(max=m.occupancy_threshold)
-        occ = (density >= thresh).reshape(B, 1, G, G, G).float()  # >=: uniform -> all
+        occ = (density >= thresh).reshape(B, 1, G, G, G).float()
         return F.max_pool3d(occ, 3, 1, 1)[:, 0] > 0
 
     def sampler_for(self, latents: torch.Tensor, generator: torch.Generator | None = None):
