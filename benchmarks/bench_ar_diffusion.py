@@ -144,8 +144,9 @@ def run_models(args, part: str, models: list[tuple[str, object, str | None, int 
     res = {}
     for name, exp, sampler, steps in models:
         result_file = out / f"{slug(name)}.json"
-        r = stored_result(result_file, settings)
-        if r is None and (wanted is None or slug(name) in wanted):
+        selected = wanted is None or slug(name) in wanted
+        r = stored_result(result_file, settings, strict=selected)
+        if r is None and selected:
             if images is None:
                 images, labels = load_toy_images(exp.data, progress=False)
                 kid = kid_for(args, exp.data, images)

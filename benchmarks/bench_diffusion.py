@@ -191,17 +191,20 @@ def multiscale_settings(args) -> dict:
                                           "seed", "threads", "smoke", "overrides")}
 
 
-def stored_result(result_file: Path, settings: dict) -> dict | None:
+def stored_result(result_file: Path, settings: dict, strict: bool = True) -> dict | None:
     """The result in ``result_file`` (written by :func:`store_result`) when it was measured with
-    ``settings``; None when there is none. A result measured with other settings is an error:
-    rows of one table must be comparable, so choose another ``--out``."""
+    ``settings``; None when there is none. A result measured with other settings is an error
+    with ``strict`` (about to measure that model: rows of one table must be comparable, so
+    choose another ``--out``), else None (a table leaves it out)."""
     if not result_file.exists():
         return None
     stored = json.loads(result_file.read_text())
-    if stored["settings"] != settings:
+    if stored["settings"] == settings:
+        return stored["result"]
+    if strict:
         raise SystemExit(f"{result_file}: measured with other settings ({stored['settings']}); "
                          f"choose another --out")
-    return stored["result"]
+    return None
 
 
 def store_result(result_file: Path, settings: dict, result: dict) -> None:
@@ -268,7 +271,7 @@ def multiscale_table(args, out: Path, settings: dict) -> dict:
     """Print the table of every model stored in ``out`` with ``settings``; returns them."""
     res, rows = {}, []
     for name, _, _ in MULTISCALE:
-        r = stored_result(out / f"{slug(name)}.json", settings)
+        r = stored_result(out / f"{slug(name)}.json", settings, strict=False)
         if r is None:
             rows.append([name] + ["not run"] + [""] * 6)
             continue
