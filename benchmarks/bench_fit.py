@@ -1,8 +1,8 @@
 """Single-object fitting benchmark: quality against time for each field.
 
 Makes each object of ``--objects`` (``toy``: a textured toy car, ``neural3d.data.toy``; a scan
-that a pip package ships, ``bunny``, ``bone``, ``face``: ``neural3d.data.mesh_views``, needs the
-``meshes`` extra; or a mesh file) as anti-aliased (``--supersample``) renders with
+that a pip package ships, ``bunny``, ``bone``, ``face``, ``brain``: ``neural3d.data.mesh_views``,
+needs the ``meshes`` extra; or a mesh file) as anti-aliased (``--supersample``) renders with
 ``--train-views`` random views on the upper hemisphere and ``--test-views`` views on the
 SRN-style spiral, fits each field for at most ``--budget`` seconds of training, and prints per
 object and field: held-out PSNR/SSIM at the end, seconds to reach 25 and 30 dB held-out
@@ -142,7 +142,8 @@ def fit_object(args, source: str) -> list[dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objects", default="toy",
-                    help="comma list: toy, bunny, bone, face (shipped scans) or mesh files")
+                    help="comma list: toy, bunny, bone, face, brain (shipped scans) or mesh "
+                         "files (.nii/.nii.gz volumes: isosurface)")
     ap.add_argument("--res", type=int, default=128)
     ap.add_argument("--train-views", type=int, default=50)
     ap.add_argument("--test-views", type=int, default=50)

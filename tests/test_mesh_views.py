@@ -92,3 +92,27 @@ def test_sample_meshes_name_their_package(monkeypatch):
     monkeypatch.setattr(mesh_views.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match=r"pymeshlab: pip install -e '\.\[meshes\]'"):
         sample_mesh_path("bunny")
+
+
+def test_volume_scan_becomes_its_isosurface(tmp_path):
+    """A NIfTI volume of a bright ball (radius 10 voxels of 2 mm, so 20 mm) in a dark box: the
+    Otsu isosurface is that sphere in the affine's millimetres, to a voxel."""
+    nibabel = pytest.importorskip("nibabel")
+    pytest.importorskip("skimage")
+    grid = np.indices((32, 32, 32)).astype(np.float32)
+    r = np.sqrt(((grid - 15.5) ** 2).sum(0))
+    volume = np.where(r < 10.0, 200.0, 10.0).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-40.0, 7.0, 3.0]
+    path = tmp_path / "ball.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(volume, affine), path)
+    mesh = mesh_views.volume_isosurface(path)
+    centre = 2.0 * 15.5 + affine[:3, 3]
+    radii = np.linalg.norm(mesh.vertices - centre, axis=1)
+    assert abs(radii.mean() - 20.0) < 2.0 and radii.std() < 1.0
+    normalised = load_mesh(path, extent=0.9)
+    np.testing.assert_allclose(normalised.bounds[1] - normalised.bounds[0], 0.9, atol=0.02)
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)),
+                 tmp_path / "flat.nii.gz")
+    with pytest.raises(ValueError, match="flat.nii.gz: not a 3-D volume with contrast"):
+        mesh_views.volume_isosurface(tmp_path / "flat.nii.gz")

@@ -5,10 +5,14 @@ vertex colours, else a grey-beige albedo; smooth normals facing the viewer, so o
 on both sides).
 
 Real scans that pip packages ship (:data:`SAMPLE_MESHES`, from the ``meshes`` extra: ``pip
-install -e '.[meshes]'``): the Stanford bunny, a bone and a face range scan, all from pymeshlab's
-test data. Ray casting is trimesh's: Embree through ``embreex`` (in the ``meshes`` and ``dev``
-extras), else trimesh's pure-Python intersector, which needs ``rtree`` (the same images, far
-slower); with neither, :class:`MeshTracer` says so.
+install -e '.[meshes]'``): the Stanford bunny, a bone and a face range scan from pymeshlab's test
+data, and a brain: the isosurface of the MNI ICBM152 T1 template that nilearn ships (the average of
+152 real MRI scans, skull-stripped; 1 mm voxels). A volume scan (NIfTI, ``.nii``/``.nii.gz``, read
+by nibabel) becomes a mesh by marching cubes (scikit-image) at its Otsu threshold.
+
+Ray casting is trimesh's: Embree through ``embreex`` (in the ``meshes`` and ``dev`` extras), else
+trimesh's pure-Python intersector, which needs ``rtree`` (the same images, far slower); with
+neither, :class:`MeshTracer` says so.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ SAMPLE_MESHES = {
     "bunny": ("pymeshlab", "tests/sample_meshes/bunny.obj", "y"),
     "bone": ("pymeshlab", "tests/sample_meshes/bone.ply", "z"),
     "face": ("pymeshlab", "tests/sample_meshes/rangemaps/face000.ply", "y"),
+    "brain": ("nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", "z"),
 }
+_VOLUME_SUFFIXES = (".nii", ".nii.gz")
 _ALBEDO = (0.78, 0.72, 0.62)
 
 
@@ -46,12 +52,34 @@ def sample_mesh_path(name: str) -> Path:
     return path
 
 
+def volume_isosurface(path: str | Path):
+    """The isosurface of the NIfTI volume scan ``path`` at its Otsu threshold (marching cubes),
+    as a ``trimesh.Trimesh`` in the scan's world frame (its affine, e.g. millimetres RAS)."""
+    import nibabel
+    import trimesh
+    from skimage.filters import threshold_otsu
+    from skimage.measure import marching_cubes
+
+    image = nibabel.load(Path(path))
+    volume = np.asarray(image.dataobj, dtype=np.float32)
+    if volume.ndim != 3 or volume.max() <= volume.min():
+        raise ValueError(f"{path}: not a 3-D volume with contrast (shape {volume.shape})")
+    verts, faces, _, _ = marching_cubes(volume, level=float(threshold_otsu(volume)))
+    mesh = trimesh.Trimesh(verts, faces, process=False)
+    mesh.apply_transform(image.affine)
+    return mesh
+
+
 def load_mesh(path: str | Path, up: str = "z", extent: float = 0.9):
-    """A ``trimesh.Trimesh`` from ``path``, rotated so that its ``up`` axis (x, y or z) is +z,
-    centred on its bounding box and scaled so that the box's longest side is ``extent``."""
+    """A ``trimesh.Trimesh`` from the mesh file ``path`` (or a NIfTI volume scan:
+    :func:`volume_isosurface`), rotated so that its ``up`` axis (x, y or z) is +z, centred on
+    its bounding box and scaled so that the box's longest side is ``extent``."""
     import trimesh
 
-    mesh = trimesh.load(Path(path), force="mesh", process=False)
+    if str(path).endswith(_VOLUME_SUFFIXES):
+        mesh = volume_isosurface(path)
+    else:
+        mesh = trimesh.load(Path(path), force="mesh", process=False)
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise ValueError(f"{path}: no triangles to render")
     to_z = {"z": np.eye(4),
