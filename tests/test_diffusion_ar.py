@@ -302,6 +302,20 @@ def test_latent_conditioned_unet_uses_z():
     assert torch.equal(null(None, 2), null(null.null(2), 2))
 
 
+def test_latent_conditioning_starts_as_the_unet_without_z():
+    """The latent table starts at zero: before training, the z-conditioned denoiser's output is
+    the plain U-Net's for any z, and z still gets a gradient (so it can learn to use it)."""
+    unet = randomise(UNet(3, channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                          attention_resolutions=(), resolution=8, num_classes=2))
+    net = LatentConditioned(unet, clusters=4, length=4)
+    x, t, y = torch.randn(2, 3, 8, 8), torch.tensor([0.3, 0.7]), torch.tensor([0, 1])
+    z = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
+    out = net(x, t, y, z)
+    assert torch.equal(out, unet(x, t, y))
+    out.square().sum().backward()
+    assert net.latent.table.weight.grad.abs().sum() > 0
+
+
 # ---------------------------------------------------------------- the 2-D unit test
 MODES = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])
 MINORITY = 0.2

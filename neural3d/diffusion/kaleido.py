@@ -140,12 +140,18 @@ class ARPrior(nn.Module):
 # ---------------------------------------------------------------------------- conditioning
 class LatentEmbedding(nn.Module):
     """``z [B, L]`` (ids in ``[0, clusters)``, ``clusters`` = null) -> ``[B, dim]``: the sum
-    over positions of a per-position table; ``z=None`` is the null latent at every position."""
+    over positions of a per-position table; ``z=None`` is the null latent at every position.
+
+    The table starts at zero, so a denoiser it conditions starts as the same network without
+    ``z`` and learns to use ``z`` from there (ours: with ``nn.Embedding``'s N(0, 1) rows the sum
+    over L positions has sqrt(L) times the label embedding's scale and swamps the time
+    embedding it is added to)."""
 
     def __init__(self, clusters: int, length: int, dim: int):
         super().__init__()
         self.clusters, self.length = clusters, length
         self.table = nn.Embedding(length * (clusters + 1), dim)
+        nn.init.zeros_(self.table.weight)
 
     def null(self, batch: int, device=None) -> torch.Tensor:
         return torch.full((batch, self.length), self.clusters, dtype=torch.long, device=device)
