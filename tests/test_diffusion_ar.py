@@ -290,6 +290,48 @@ def test_cfg_drops_class_and_latent_together():
     assert (z_both[:4] < 3).all() and (z_both[4:] == 3).all()
 
 
+def test_extractor_decode_inverts_the_ids():
+    """decode(z) is the centroid image: the extractor reads z back from it, its cell features
+    are the centroids, and null ids give zeros."""
+    ext = KMeansExtractor(clusters=6, channels=3, pool=4, cells=2)
+    ext.fit(torch.randn(40, 3, 16, 16), seed=0)
+    z = torch.randint(6, (7, 4), generator=torch.Generator().manual_seed(1))
+    picture = ext.decode(z)
+    assert picture.shape == (7, 3, 4, 4)
+    assert torch.equal(ext(picture), z)
+    assert torch.allclose(ext.features(picture), ext.centroids[z])
+    assert torch.equal(ext.decode(torch.full((2, 4), 6)), torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="image extractor"):
+        KMeansExtractor(2, 2, pool=0).decode(z)
+
+
+def latent_image_extractor() -> KMeansExtractor:
+    ext = KMeansExtractor(clusters=4, channels=3, pool=4, cells=2)
+    ext.fit(torch.randn(20, 3, 8, 8), seed=0)
+    return ext
+
+
+def test_latent_image_channels():
+    """With an image extractor the U-Net reads z's centroid picture (nearest-upsampled) and a
+    ones channel; the null latent reads zeros; a U-Net without those channels is refused."""
+    ext = latent_image_extractor()
+    unet = UNet(3, channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
+                resolution=8, num_classes=2, cond_channels=4)
+    net = LatentConditioned(unet, clusters=4, length=4, image_of=ext)
+    x = torch.randn(2, 3, 8, 8)
+    z = torch.tensor([[0, 1, 2, 3], [3, 4, 4, 4]])          # the second is null
+    cond = net.latent_image(z, x)
+    assert cond.shape == (2, 4, 8, 8)
+    assert torch.equal(cond[0, :3], ext.decode(z[:1])[0].repeat_interleave(2, -1)
+                       .repeat_interleave(2, -2))
+    assert (cond[0, 3] == 1).all() and (cond[1] == 0).all()
+    assert (net.latent_image(None, x) == 0).all()
+    plain = UNet(3, channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
+                 resolution=8, num_classes=2)
+    with pytest.raises(ValueError, match="cond channels"):
+        LatentConditioned(plain, clusters=4, length=4, image_of=ext)
+
+
 def test_latent_conditioned_unet_uses_z():
     unet = UNet(3, channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
                 resolution=8, num_classes=2)
@@ -302,18 +344,24 @@ def test_latent_conditioned_unet_uses_z():
     assert torch.equal(null(None, 2), null(null.null(2), 2))
 
 
-def test_latent_conditioning_starts_as_the_unet_without_z():
-    """The latent table starts at zero: before training, the z-conditioned denoiser's output is
-    the plain U-Net's for any z, and z still gets a gradient (so it can learn to use it)."""
+@pytest.mark.parametrize("latent_image", [False, True])
+def test_latent_conditioning_starts_as_the_unet_without_z(latent_image):
+    """The latent table (and the latent image's input weights) start at zero: before training,
+    the z-conditioned denoiser's output is the plain U-Net's for any z, and z still gets a
+    gradient (so it can learn to use it)."""
     unet = randomise(UNet(3, channels=8, channel_mult=(1, 2), num_res_blocks=1,
-                          attention_resolutions=(), resolution=8, num_classes=2))
-    net = LatentConditioned(unet, clusters=4, length=4)
+                          attention_resolutions=(), resolution=8, num_classes=2,
+                          cond_channels=4 if latent_image else 0))
+    net = LatentConditioned(unet, clusters=4, length=4,
+                            image_of=latent_image_extractor() if latent_image else None)
     x, t, y = torch.randn(2, 3, 8, 8), torch.tensor([0.3, 0.7]), torch.tensor([0, 1])
     z = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
     out = net(x, t, y, z)
     assert torch.equal(out, unet(x, t, y))
     out.square().sum().backward()
     assert net.latent.table.weight.grad.abs().sum() > 0
+    if latent_image:
+        assert unet.in_conv.weight.grad[:, 3:].abs().sum() > 0
 
 
 # ---------------------------------------------------------------- the 2-D unit test

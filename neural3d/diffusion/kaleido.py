@@ -11,7 +11,8 @@ generation, ``p(x | c) = sum_z p(z | c) p(x | c, z)``.
   trained with teacher forcing (cross-entropy), sampled token by token.
 - :class:`LatentEmbedding` / :class:`LatentConditioned`: the denoiser's conditioning on ``z``
   (a per-position embedding with a null row, summed over positions and added to the
-  time + label embedding of a :class:`~neural3d.diffusion.unet.UNet`).
+  time + label embedding of a :class:`~neural3d.diffusion.unet.UNet`; optionally also z's
+  centroid image as extra input channels).
 - :class:`Kaleido`: extractor + prior + a denoiser ``net(x_t, t, y=, z=)``. Training is joint:
   one loss, the diffusion objective conditioned on ``(c, z)`` plus ``prior_weight`` times the
   prior's cross-entropy, in the same optimiser step. The two parts share no parameters and ``z``
@@ -91,6 +92,19 @@ class KMeansExtractor(nn.Module):
         f = self.features(x)
         return torch.cdist(f, self.centroids.to(f)[None]).argmin(-1)
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The centroid image of ``z [B, L]``: ``[B, C, pool, pool]``, each cell filled with its
+        centroid (the inverse of :meth:`features`; null ids ``>= clusters`` give zeros).
+        ``extractor(decode(z)) == z`` for non-null ``z``: a centroid is nearest to itself."""
+        if not self.pool:
+            raise ValueError("decode needs an image extractor (pool > 0)")
+        s, n = self.pool // self.cells, self.cells
+        table = torch.cat([self.centroids, self.centroids.new_zeros(1, self.centroids.shape[1])])
+        f = table[z.long().clamp(max=self.clusters)]
+        b, c = len(z), f.shape[-1] // (s * s)
+        f = f.reshape(b, n, n, c, s, s).permute(0, 3, 1, 4, 2, 5)
+        return f.reshape(b, c, self.pool, self.pool)
+
 
 # ---------------------------------------------------------------------------- prior
 class ARPrior(nn.Module):
@@ -165,19 +179,47 @@ class LatentEmbedding(nn.Module):
 
 class LatentConditioned(nn.Module):
     """A :class:`~neural3d.diffusion.unet.UNet` whose time + label embedding also gets
-    :class:`LatentEmbedding` of ``z``: ``net(x, t, y=None, z=None) -> [B, C, H, W]``."""
+    :class:`LatentEmbedding` of ``z``: ``net(x, t, y=None, z=None) -> [B, C, H, W]``.
 
-    def __init__(self, unet: nn.Module, clusters: int, length: int):
+    With an ``image_of`` extractor (ours; the paper feeds its latents as tokens only) the
+    U-Net also reads ``z``'s centroid image (:meth:`KMeansExtractor.decode`, nearest-upsampled
+    to ``x``'s size) and a channel of ones as ``C + 1`` extra input channels (zeros for the
+    null latent): the coarse layout ``z`` stands for, given where it is in the image. The U-Net
+    must be built with ``cond_channels = C + 1``; the input convolution's weights of those
+    channels start at zero."""
+
+    def __init__(self, unet: nn.Module, clusters: int, length: int,
+                 image_of: KMeansExtractor | None = None):
         super().__init__()
         self.unet = unet
         self.latent = LatentEmbedding(clusters, length, unet.embed.time[-1].out_features)
+        self.image_of = image_of
+        if image_of is not None:
+            channels = image_of.centroids.shape[1] // (image_of.pool // image_of.cells) ** 2
+            if unet.cond_channels != channels + 1:
+                raise ValueError(f"the U-Net has {unet.cond_channels} cond channels; the latent "
+                                 f"image needs {channels + 1} (the image's channels + 1)")
+            with torch.no_grad():   # starts as the U-Net without z, like the embedding
+                unet.in_conv.weight[:, -unet.cond_channels:].zero_()
+
+    def latent_image(self, z: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        """``[B, C + 1, H, W]``: ``z``'s centroid image and a ones channel where ``z`` is not
+        null (``z=None``: all null)."""
+        if self.image_of is None:
+            return None
+        if z is None:
+            z = self.latent.null(x.shape[0], x.device)
+        picture = F.interpolate(self.image_of.decode(z).to(x), size=x.shape[-2:],
+                                mode="nearest")
+        present = (z < self.latent.clusters).all(1).to(x)[:, None, None, None]
+        return torch.cat([picture, present.expand(-1, 1, *x.shape[-2:])], 1) * present
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
                 z: torch.Tensor | None = None) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.unet.embed(t, y) + self.latent(z, x.shape[0], x.device)
-        return self.unet.out(self.unet.features(x, emb))
+        return self.unet.out(self.unet.features(x, emb, cond=self.latent_image(z, x)))
 
 
 # ---------------------------------------------------------------------------- the model

@@ -39,6 +39,8 @@ class KaleidoConfig:
     prior_depth: int = 2
     prior_heads: int = 4
     prior_weight: float = 1.0           # joint loss = diffusion + prior_weight * prior CE
+    latent_image: bool = False          # ours: the U-Net also reads z's centroid image as
+    #                                     input channels (the paper: z as tokens only)
 
 
 @dataclass

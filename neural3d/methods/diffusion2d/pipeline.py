@@ -67,8 +67,11 @@ class DiffusionPipeline(nn.Module):
         elif m.architecture == "kaleido":
             k = m.kaleido
             extractor = KMeansExtractor(k.clusters, in_channels, k.pool, k.cells)
-            unet = UNet(in_channels, resolution=self.res, num_classes=self.num_classes, **unet_kw)
-            self.net = Kaleido(LatentConditioned(unet, k.clusters, extractor.length), extractor,
+            unet = UNet(in_channels, resolution=self.res, num_classes=self.num_classes,
+                        cond_channels=in_channels + 1 if k.latent_image else 0, **unet_kw)
+            net = LatentConditioned(unet, k.clusters, extractor.length,
+                                    extractor if k.latent_image else None)
+            self.net = Kaleido(net, extractor,
                                ARPrior(k.clusters, extractor.length, self.num_classes,
                                        k.prior_dim, k.prior_depth, k.prior_heads),
                                self.objective, self.num_classes, d.cond_drop, k.prior_weight)
