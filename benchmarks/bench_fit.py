@@ -97,9 +97,23 @@ def step_breakdown(cfg, train, steps: int = 8) -> dict[str, float]:
     return out
 
 
+def field_options(ap: argparse.ArgumentParser, items: list[str]) -> dict:
+    """``["key=value", ...]`` (values parsed as YAML) -> ``{key: value}``."""
+    import yaml
+
+    opts = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--field-option needs KEY=VALUE, got {item!r}")
+        opts[key] = yaml.safe_load(value)
+    return opts
+
+
 def fit_object(args, source: str) -> list[dict]:
     """Fit every field of ``args.fields`` to ``source``; one result row per field."""
-    from neural3d.fields import FIELD_CONFIGS
+    from neural3d.config import from_dict
+    from neural3d.fields import FieldConfig
     from neural3d.methods.fit import Fit, FitConfig
     from neural3d.methods.training import train_method
 
@@ -113,7 +127,8 @@ def fit_object(args, source: str) -> list[dict]:
           f"{torch.get_num_threads()}", flush=True)
     rows = []
     for name in [f for f in args.fields.split(",") if f]:
-        kw = {"field": FIELD_CONFIGS[name](), "eval_every": args.eval_every,
+        field = from_dict(FieldConfig, {"kind": name, **args.field_option}, prefix="field")
+        kw = {"field": field, "eval_every": args.eval_every,
               "turntable_frames": 0, "eval_views_max": 16, "progress": False,
               "out_dir": f"{args.out}/{Path(source).stem}/{name}"}
         if args.steps:
@@ -156,7 +171,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--out", default="runs/bench_fit")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--field-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a field config key for every field (YAML value), e.g. decoder=view_sh")
     args = ap.parse_args()
+    args.field_option = field_options(ap, args.field_option)
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -192,7 +192,10 @@ class TriplaneField(Field):
 @dataclass
 class TriplaneFieldConfig(FieldConfig):
     """:class:`TriplaneField` with ``neural3d fit``'s defaults. ``tv_weight``: total variation
-    on the planes; fit's tuned value is 1e-2 (+1.5 dB held-out PSNR vs 1e-4)."""
+    on the planes; fit's tuned value is 1e-2 (+1.5 dB held-out PSNR vs 1e-4). ``decoder``:
+    ``mlp`` (colour from position only) or ``view_sh`` (:class:`ViewDependentDecoder`: colour
+    also from the view direction, which a surface seen from both sides needs, e.g. an open
+    scan whose two sides are lit differently)."""
 
     kind: ClassVar[str] = "triplane"
     target: ClassVar[type[Field]] = TriplaneField
@@ -210,3 +213,4 @@ class TriplaneFieldConfig(FieldConfig):
     tv_weight: float = 1e-2
     out_channels: int = 3
     rgb: bool = True
+    decoder: Literal["mlp", "view_sh"] = "mlp"

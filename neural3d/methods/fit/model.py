@@ -25,7 +25,11 @@ class FitModel(nn.Module):
         self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32))
 
     def density(self, pts: torch.Tensor) -> torch.Tensor:
-        sigma, _ = self.field(pts[None], None)
+        """Density ``[P]`` at ``pts [P, 3]`` (a view-dependent field is asked along +z: its
+        density does not depend on the direction)."""
+        up = torch.zeros_like(pts)
+        up[:, 2] = 1
+        sigma, _ = self.field(pts[None], up[None])
         return sigma[0]
 
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor,
