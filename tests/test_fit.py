@@ -193,6 +193,25 @@ def test_fit_config_file_field_is_honoured(toy_object, tmp_path):
                             "rgb": True}
 
 
+def test_fit_with_a_view_dependent_triplane(toy_object, tmp_path):
+    """field.decoder=view_sh: the fit (occupancy sweeps included) runs, and the loaded field's
+    colour depends on the view direction while its density does not."""
+    import neural3d
+
+    out = tmp_path / "out"
+    assert main(["fit", "--data", str(toy_object), "--steps", "6", "--out", str(out), "--quiet",
+                 "field.decoder=view_sh", "rays=128", "turntable_frames=0", "grid_res=16",
+                 "grid_warmup=2", "grid_every=2"]) == 0
+    field = neural3d.load(out / "checkpoints" / "last.pt").model.field
+    assert field.view_dependent
+    torch.nn.init.normal_(field.decoder.direction.weight)       # as if trained to use views
+    pos = torch.zeros(1, 4, 3)
+    up, down = torch.zeros(1, 4, 3), torch.zeros(1, 4, 3)
+    up[..., 2], down[..., 2] = 1, -1
+    (s_up, c_up), (s_down, c_down) = field(pos, up), field(pos, down)
+    assert torch.equal(s_up, s_down) and (c_up - c_down).abs().max() > 1e-3
+
+
 def test_device_flag_is_checked(toy_object, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
