@@ -89,6 +89,20 @@ def test_triplane_external_planes_batched():
         field(pos[0])
 
 
+def test_triplane_coordinate_encoding_reaches_the_decoder():
+    """coord_freqs > 0: on constant planes the output still varies with the position (the
+    decoder reads the point's encoding); 0: constant planes give a constant output."""
+    planes = torch.ones(1, 3, 4, 8, 8)
+    pos = torch.rand(1, 6, 5, 3) * 2 - 1
+    plain = TriplaneField(resolution=8, channels=4, learn_planes=False)
+    d0, c0 = plain(pos, None, planes=planes)
+    assert torch.allclose(d0, d0.flatten()[0]) and torch.allclose(c0, c0[..., :1, :1, :])
+    coords = TriplaneField(resolution=8, channels=4, learn_planes=False, coord_freqs=2)
+    assert coords.decoder.net[0].in_features == 4 + 3 * (1 + 2 * 2)
+    d1, c1 = coords(pos, None, planes=planes)
+    assert d1.std() > 0 and c1.std(dim=(1, 2)).min() > 0
+
+
 def test_triplane_upsample_and_tv():
     field = TriplaneField(resolution=8, channels=2)
     tv = tv_loss(field.planes)

@@ -231,3 +231,18 @@ def test_input_colour_channels_read_the_observed_pixel(tmp_path):
             c = frustum_coords(cams[0], p[None, None], cfg.model.depth_radius)
             colour = sample_triplane(planes[:, :, C:], c, "sum")[0, 0]
             assert torch.allclose(colour, images[0, j, i], atol=1e-5)
+
+
+def test_decoder_coords_widen_the_decoder_input(tmp_path):
+    """``model.decoder_coords = n``: the decoder reads the summed plane features and the
+    positional encoding (n frequencies) of the point's frustum coordinates."""
+    cfg = tiny_config(tmp_path / "d", tmp_path / "r")
+    cfg.model = dataclasses.replace(cfg.model, decoder_coords=3)
+    model = NerfDiffModel(cfg)
+    assert model.field.decoder.net[0].in_features == cfg.model.plane_channels + 3 * (1 + 2 * 3)
+    cams = _cams(1, model.res)
+    o, d = cams[0].pixel_rays()
+    planes = torch.ones(1, 3, cfg.model.plane_channels, model.res, model.res)
+    pts = o[0, 4, 5] + torch.tensor([1.0, 1.4])[:, None] * d[0, 4, 5]  # one ray, two depths
+    density = model._field(planes, cams[:1])(pts[None], None)[0]
+    assert (density[0, 0] - density[0, 1]).abs() > 0

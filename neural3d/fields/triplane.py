@@ -19,7 +19,7 @@ from torch import nn
 
 from neural3d.config import Range, at_least, between
 from neural3d.fields.base import Field, density_activation, normalize_aabb, tv_loss, widened_sigmoid
-from neural3d.fields.encodings import spherical_harmonics
+from neural3d.fields.encodings import PositionalEncoding, spherical_harmonics
 from neural3d.fields.registry import FieldConfig, register_field
 from neural3d.fields.triplane_sample import triplane_sample
 
@@ -109,6 +109,10 @@ class TriplaneField(Field):
     ``decoder="mlp"`` (default): :class:`TriplaneDecoder`, directions ignored;
     ``decoder="view_sh"``: :class:`ViewDependentDecoder` (``layers``, ``out_channels`` and
     ``rgb`` do not apply), which needs ``directions`` shaped like ``positions``.
+
+    ``coord_freqs = n > 0`` appends the positional encoding (``n`` frequencies, input included)
+    of each point's normalised coordinates ``[-1, 1]^3`` to the plane features the decoder
+    reads (as pixelNeRF's MLP reads the point's position); 0 (default): features only.
     """
 
     def __init__(self, resolution: int = 96, channels: int = 16, hidden: int = 64,
@@ -116,11 +120,14 @@ class TriplaneField(Field):
                  aggregate: str = "sum", aabb: Sequence[float] = (-1, -1, -1, 1, 1, 1),
                  learn_planes: bool = True, init_std: float = 0.1,
                  density_activation: str = "softplus", tv_weight: float = 0.0,
-                 decoder: str = "mlp"):
+                 decoder: str = "mlp", coord_freqs: int = 0):
         super().__init__(aabb)
         self.tv_weight = tv_weight
         self.aggregate, self.channels, self.resolution = aggregate, channels, resolution
         in_ch = 3 * channels if aggregate == "concat" else channels
+        self.coord_encoding = PositionalEncoding(3, coord_freqs) if coord_freqs > 0 else None
+        if self.coord_encoding is not None:
+            in_ch += self.coord_encoding.out_dim
         if decoder == "mlp":
             self.decoder = TriplaneDecoder(in_ch, hidden, layers, out_channels, rgb,
                                            density_activation)
@@ -152,6 +159,8 @@ class TriplaneField(Field):
             xn = normalize_aabb(positions, self.aabb).reshape(B, -1, 3)
             out_shape = lead
         feats = sample_triplane(planes, xn, self.aggregate)
+        if self.coord_encoding is not None:
+            feats = torch.cat([feats, self.coord_encoding(xn).to(feats.dtype)], -1)
         if self.view_dependent:
             if directions is None or directions.shape != positions.shape:
                 raise ValueError("TriplaneField(decoder='view_sh') needs directions shaped like "

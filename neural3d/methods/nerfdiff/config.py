@@ -23,8 +23,9 @@ class ModelConfig:
         "plane_channels": at_least(1), "encoder_channels": at_least(1),
         "encoder_mult": at_least(1), "encoder_blocks": at_least(1),
         "encoder_attention": at_least(1), "decoder_hidden": at_least(1),
-        "decoder_layers": at_least(0), "aabb": Range(), "depth_radius": positive(),
-        "n_samples": at_least(1), "n_importance": at_least(0), "background": between(0, 1)}
+        "decoder_layers": at_least(0), "decoder_coords": at_least(0), "aabb": Range(),
+        "depth_radius": positive(), "n_samples": at_least(1), "n_importance": at_least(0),
+        "background": between(0, 1)}
     plane_channels: int = 16        # per plane; planes are at the input image's resolution
     input_colour: bool = False      # ours: 3 more channels, the input view's RGB on the
     #                                 pixel-aligned plane (zeros on the others), so the decoder
@@ -36,6 +37,10 @@ class ModelConfig:
     encoder_attention: list = field(default_factory=list)
     decoder_hidden: int = 64
     decoder_layers: int = 2
+    # ours: the decoder also reads the positional encoding (this many frequencies) of each
+    # point's frustum coordinates, as pixelNeRF's MLP reads the point in the input camera's
+    # frame; 0 = the paper's decoder (summed plane features only)
+    decoder_coords: int = 0
     density_activation: str = "trunc_exp"
     aabb: list = field(default_factory=lambda: [-0.5, -0.5, -0.5, 0.5, 0.5, 0.5])
     # frustum depth range around the input camera's distance d to the origin: [d - r, d + r]

@@ -48,7 +48,8 @@ class NerfDiffModel(nn.Module):
         self.field = TriplaneField(resolution=res,
                                    channels=m.plane_channels + (3 if m.input_colour else 0),
                                    hidden=m.decoder_hidden, layers=m.decoder_layers,
-                                   learn_planes=False, density_activation=m.density_activation)
+                                   learn_planes=False, density_activation=m.density_activation,
+                                   coord_freqs=m.decoder_coords)
         self.renderer = VolumeRenderer(RendererConfig(
             n_samples=m.n_samples, n_importance=m.n_importance, aabb=tuple(m.aabb),
             background=tuple(m.background)))
