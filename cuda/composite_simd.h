@@ -14,8 +14,11 @@
 // staged through a zero-padded buffer; padding has zero density and contributes nothing.
 //
 // Memory: the next block's inputs are prefetched into L2 while a block runs, and the backward
-// writes its gradients with streaming (non-temporal) stores on AVX-512; both matter once the
-// inputs are not in cache, which is the usual case in a training step.
+// writes its gradients with streaming (non-temporal) stores (AVX-512: whole 64-byte vectors;
+// AVX2: the 16-byte row halves of the tile transpose, when every row is 16-byte aligned): the
+// gradients are written once and not read again here, so each line's read-for-ownership would
+// be wasted traffic. Both matter once the inputs are not in cache, the usual case in a training
+// step.
 //
 // Requires <cstdint> and <cstring>, and the Block structs of composite_cpu.cpp.
 
@@ -58,10 +61,9 @@ N3D_INLINE vf vload(const float* p) {
 }
 N3D_INLINE void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 
-// Store bypassing the caches (AVX-512 only, where a vector is one whole 64-byte line) for the
-// backward's gradients: they are written once and not read again here, so the usual
-// read-for-ownership of each line is wasted memory traffic. Needs an _mm_sfence() before
-// other threads read the results (composite_cpu.cpp issues it at the end of each chunk).
+// Store bypassing the caches (AVX-512, where a vector is one whole 64-byte line; AVX2 streams
+// in store_rows) for the backward's gradients. Needs an _mm_sfence() before other threads read
+// the results (composite_cpu.cpp issues it at the end of each chunk).
 N3D_INLINE void vstore_stream(float* p, vf v) {
 #if defined(N3D_X86) && NEURAL3D_W == 16
   if ((reinterpret_cast<uintptr_t>(p) & 63) == 0) {
@@ -91,8 +93,15 @@ N3D_INLINE void load_rows(vf* v, const float* const* rows) {
     v[4 * h + 3] = (vf)_mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
   }
 }
+// kStream: non-temporal stores when every row is 16-byte aligned (else plain ones).
 template <bool kStream = false>
 N3D_INLINE void store_rows(float* const* rows, const vf* v) {
+  bool stream = kStream;
+  if constexpr (kStream) {
+    uintptr_t any = 0;
+    for (int i = 0; i < 8; ++i) any |= reinterpret_cast<uintptr_t>(rows[i]);
+    stream = (any & 15) == 0;  // non-temporal 128-bit stores need 16-byte alignment
+  }
   for (int h = 0; h < 2; ++h) {
     const __m256* q = reinterpret_cast<const __m256*>(v + 4 * h);
     const __m256 t0 = _mm256_unpacklo_ps(q[0], q[1]), t1 = _mm256_unpackhi_ps(q[0], q[1]);
@@ -102,8 +111,13 @@ N3D_INLINE void store_rows(float* const* rows, const vf* v) {
                          _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
                          _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2))};
     for (int i = 0; i < 4; ++i) {  // lanes: [ray i | ray i+4]
-      _mm_storeu_ps(rows[i] + 4 * h, _mm256_castps256_ps128(r[i]));
-      _mm_storeu_ps(rows[i + 4] + 4 * h, _mm256_extractf128_ps(r[i], 1));
+      if (stream) {
+        _mm_stream_ps(rows[i] + 4 * h, _mm256_castps256_ps128(r[i]));
+        _mm_stream_ps(rows[i + 4] + 4 * h, _mm256_extractf128_ps(r[i], 1));
+      } else {
+        _mm_storeu_ps(rows[i] + 4 * h, _mm256_castps256_ps128(r[i]));
+        _mm_storeu_ps(rows[i + 4] + 4 * h, _mm256_extractf128_ps(r[i], 1));
+      }
     }
   }
 }
