@@ -102,6 +102,10 @@ N3D_INLINE void store_rows(float* const* rows, const vf* v) {
     for (int i = 0; i < 8; ++i) any |= reinterpret_cast<uintptr_t>(rows[i]);
     stream = (any & 15) == 0;  // non-temporal 128-bit stores need 16-byte alignment
   }
+  const auto put = [stream](float* p, __m128 x) {
+    if (stream) _mm_stream_ps(p, x);
+    else _mm_storeu_ps(p, x);
+  };
   for (int h = 0; h < 2; ++h) {
     const __m256* q = reinterpret_cast<const __m256*>(v + 4 * h);
     const __m256 t0 = _mm256_unpacklo_ps(q[0], q[1]), t1 = _mm256_unpackhi_ps(q[0], q[1]);
@@ -111,13 +115,8 @@ N3D_INLINE void store_rows(float* const* rows, const vf* v) {
                          _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
                          _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2))};
     for (int i = 0; i < 4; ++i) {  // lanes: [ray i | ray i+4]
-      if (stream) {
-        _mm_stream_ps(rows[i] + 4 * h, _mm256_castps256_ps128(r[i]));
-        _mm_stream_ps(rows[i + 4] + 4 * h, _mm256_extractf128_ps(r[i], 1));
-      } else {
-        _mm_storeu_ps(rows[i] + 4 * h, _mm256_castps256_ps128(r[i]));
-        _mm_storeu_ps(rows[i + 4] + 4 * h, _mm256_extractf128_ps(r[i], 1));
-      }
+      put(rows[i] + 4 * h, _mm256_castps256_ps128(r[i]));
+      put(rows[i + 4] + 4 * h, _mm256_extractf128_ps(r[i], 1));
     }
   }
 }
