@@ -12,7 +12,8 @@
 // ix = ((u + 1) W - 1) / 2 clipped to [0, W - 1]; a clipped coordinate (the border itself
 // included, as torch counts it) gets no gradient. NaN coordinates sample the first texel.
 //
-// Requires <cstdint>, and TriArgs / TriGrads of triplane_cpu.cpp.
+// Requires <algorithm>, <cstdint>, <vector>, and TriArgs / TriGrads / LinArgs of
+// triplane_cpu.cpp.
 
 #define N3D_TP_INLINE static inline __attribute__((always_inline))
 
@@ -53,7 +54,8 @@ N3D_TP_INLINE void make_tap(T u, T v, int64_t H, int64_t Wd, int64_t C, Tap<T>& 
   t.o[3] = (y1 * Wd + x1) * C;
 }
 
-// Forward for the flat points [i0, i1) of B * N. out: [B, N, C] (sum, mean) or [B, N, 3C].
+// Forward for the flat points [i0, i1) of B * N. out: their rows of the [B, N, C] (sum, mean)
+// or [B, N, 3C] output, starting with point i0's.
 template <typename T, int CC>
 static void forward_range_c(const TriArgs<T>& a, T* __restrict__ out, int64_t i0, int64_t i1) {
   const int64_t C = CC > 0 ? CC : a.C;
@@ -64,7 +66,7 @@ static void forward_range_c(const TriArgs<T>& a, T* __restrict__ out, int64_t i0
     if (i == b_end) ++b, b_end += a.N;
     const T* __restrict__ pt = a.points + i * 3;
     const T* __restrict__ base = a.planes + b * 3 * plane;
-    T* __restrict__ dst = out + i * (a.agg == kConcat ? 3 * C : C);
+    T* __restrict__ dst = out + (i - i0) * (a.agg == kConcat ? 3 * C : C);
     T acc[CC > 0 ? CC : 1];
     for (int p = 0; p < 3; ++p) {
       Tap<T> t;
@@ -102,9 +104,10 @@ static void forward_range_c(const TriArgs<T>& a, T* __restrict__ out, int64_t i0
   }
 }
 
-// Backward for the flat points [i0, i1): plane gradients accumulated (+=) into `tile` (null: not
-// wanted), the channels-last gradient of the planes of batch elements b_lo, b_lo + 1, ... that
-// this thread owns (no other thread writes it); with kPts, point gradients written to g.g_points.
+// Backward for the flat points [i0, i1), g.g_out starting with point i0's row: plane gradients
+// accumulated (+=) into `tile` (null: not wanted), the channels-last gradient of the planes of
+// batch elements b_lo, b_lo + 1, ... that this thread owns (no other thread writes it); with
+// kPts, point gradients written to g.g_points (all B * N rows, indexed by the flat point).
 template <typename T, int CC, bool kPts>
 static void backward_range_c(const TriArgs<T>& a, const TriGrads<T>& g, T* __restrict__ tile,
                              int64_t b_lo, int64_t i0, int64_t i1) {
@@ -116,7 +119,7 @@ static void backward_range_c(const TriArgs<T>& a, const TriGrads<T>& g, T* __res
   for (int64_t i = i0; i < i1; ++i) {
     if (i == b_end) ++b, b_end += a.N;
     const T* __restrict__ pt = a.points + i * 3;
-    const T* __restrict__ go = g.g_out + i * oc;
+    const T* __restrict__ go = g.g_out + (i - i0) * oc;
     T* tb = tile ? tile + (b - b_lo) * 3 * plane : nullptr;
     const T* __restrict__ base = a.planes + b * 3 * plane;
     T gp[3] = {T(0), T(0), T(0)};
@@ -202,6 +205,114 @@ static void backward_range(const TriArgs<T>& a, const TriGrads<T>& g, T* tile, i
                            int64_t i0, int64_t i1) {
   if (g.g_points) return backward_range_p<T, true>(a, g, tile, b_lo, i0, i1);
   backward_range_p<T, false>(a, g, tile, b_lo, i0, i1);
+}
+
+// The first decoder layer fused behind the sampling (LinArgs of triplane_cpu.cpp): each chunk of
+// kLinChunk points is sampled into a small buffer that stays in the L1 cache, then multiplied,
+// so the [B, N, F] features (F = C, or 3C for concat) are never written to memory. Every loop
+// runs over the hidden units (unit stride in W^T [F, Hd]); HH > 0 compiles Hd in (accumulators
+// in registers), HH = 0 takes it at run time.
+constexpr int64_t kLinChunk = 64;
+
+// hidden rows of the points [i0, i1) (out: point i0's row first): bias + W features.
+template <typename T, int HH>
+static void linear_forward_range_h(const TriArgs<T>& a, const LinArgs<T>& l,
+                                   T* __restrict__ out, int64_t i0, int64_t i1) {
+  const int64_t F = l.F, Hd = HH > 0 ? HH : l.Hd;
+  std::vector<T> feats(kLinChunk * F);
+  for (int64_t c0 = i0; c0 < i1; c0 += kLinChunk) {
+    const int64_t c1 = std::min(c0 + kLinChunk, i1);
+    forward_range<T>(a, feats.data(), c0, c1);
+    for (int64_t i = c0; i < c1; ++i) {
+      const T* __restrict__ f = feats.data() + (i - c0) * F;
+      T* __restrict__ dst = out + (i - i0) * Hd;
+      T local[HH > 0 ? HH : 1];
+      T* __restrict__ h = HH > 0 ? local : dst;
+      for (int64_t j = 0; j < Hd; ++j) h[j] = l.bias[j];
+      for (int64_t k = 0; k < F; ++k) {  // h += f[k] * W[:, k]
+        const T fk = f[k];
+        const T* __restrict__ w = l.weight_t + k * Hd;
+        for (int64_t j = 0; j < Hd; ++j) h[j] += fk * w[j];
+      }
+      if constexpr (HH > 0)
+        for (int j = 0; j < HH; ++j) dst[j] = local[j];
+    }
+  }
+}
+
+// Backward of linear_forward_range for the points [i0, i1), g_h starting with point i0's row:
+// the features' cotangent W^T g_h feeds backward_range (plane tile, point gradients as there);
+// the weight and bias gradients are accumulated (+=) into g_weight_t [F, Hd] (W's gradient,
+// transposed) and g_bias [Hd], this thread's own (null: not wanted; the features are
+// recomputed for g_weight_t only).
+template <typename T, int HH>
+static void linear_backward_range_h(const TriArgs<T>& a, const LinArgs<T>& l,
+                                    const T* __restrict__ g_h, T* g_points, T* tile, int64_t b_lo,
+                                    T* __restrict__ g_weight_t, T* __restrict__ g_bias,
+                                    int64_t i0, int64_t i1) {
+  const int64_t F = l.F, Hd = HH > 0 ? HH : l.Hd;
+  constexpr int kLanes = 8;  // partial sums of a dot product over the hidden units
+  std::vector<T> feats(g_weight_t ? kLinChunk * F : 0), g_feats(kLinChunk * F);
+  const bool sample_grads = tile != nullptr || g_points != nullptr;
+  for (int64_t c0 = i0; c0 < i1; c0 += kLinChunk) {
+    const int64_t c1 = std::min(c0 + kLinChunk, i1);
+    if (g_weight_t) forward_range<T>(a, feats.data(), c0, c1);
+    for (int64_t i = c0; i < c1; ++i) {
+      const T* __restrict__ gh = g_h + (i - i0) * Hd;
+      T* __restrict__ gf = g_feats.data() + (i - c0) * F;
+      const T* __restrict__ f = g_weight_t ? feats.data() + (i - c0) * F : nullptr;
+      for (int64_t k = 0; k < F; ++k) {
+        const T* __restrict__ w = l.weight_t + k * Hd;
+        if (sample_grads) {  // gf[k] = W[:, k] . g_h
+          T part[kLanes] = {};
+          int64_t j = 0;
+          for (; j + kLanes <= Hd; j += kLanes)
+            for (int q = 0; q < kLanes; ++q) part[q] += w[j + q] * gh[j + q];
+          T sum = T(0);
+          for (; j < Hd; ++j) sum += w[j] * gh[j];
+          for (int q = 0; q < kLanes; ++q) sum += part[q];
+          gf[k] = sum;
+        }
+        if (g_weight_t) {
+          const T fk = f[k];
+          T* __restrict__ gw = g_weight_t + k * Hd;
+          for (int64_t j = 0; j < Hd; ++j) gw[j] += fk * gh[j];
+        }
+      }
+      if (g_bias)
+        for (int64_t j = 0; j < Hd; ++j) g_bias[j] += gh[j];
+    }
+    if (sample_grads)
+      backward_range<T>(a, TriGrads<T>{g_feats.data(), g_points}, tile, b_lo, c0, c1);
+  }
+}
+
+// Entry points: hidden widths of the shipped decoders get specialised code.
+template <typename T>
+static void linear_forward_range(const TriArgs<T>& a, const LinArgs<T>& l, T* out, int64_t i0,
+                                 int64_t i1) {
+  switch (l.Hd) {
+    case 32: return linear_forward_range_h<T, 32>(a, l, out, i0, i1);
+    case 64: return linear_forward_range_h<T, 64>(a, l, out, i0, i1);
+    default: return linear_forward_range_h<T, 0>(a, l, out, i0, i1);
+  }
+}
+
+template <typename T>
+static void linear_backward_range(const TriArgs<T>& a, const LinArgs<T>& l, const T* g_h,
+                                  T* g_points, T* tile, int64_t b_lo, T* g_weight_t, T* g_bias,
+                                  int64_t i0, int64_t i1) {
+  switch (l.Hd) {
+    case 32:
+      return linear_backward_range_h<T, 32>(a, l, g_h, g_points, tile, b_lo, g_weight_t, g_bias,
+                                            i0, i1);
+    case 64:
+      return linear_backward_range_h<T, 64>(a, l, g_h, g_points, tile, b_lo, g_weight_t, g_bias,
+                                            i0, i1);
+    default:
+      return linear_backward_range_h<T, 0>(a, l, g_h, g_points, tile, b_lo, g_weight_t, g_bias,
+                                           i0, i1);
+  }
 }
 
 #undef N3D_TP_INLINE

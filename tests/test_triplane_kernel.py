@@ -3,8 +3,15 @@ reference: values, gradients to planes and points, borders, the box, batches, st
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from neural3d.fields import TriplaneField, normalize_aabb, triplane_reference, triplane_sample
+from neural3d.fields import (
+    TriplaneField,
+    normalize_aabb,
+    triplane_linear,
+    triplane_reference,
+    triplane_sample,
+)
 
 HAS_CUDA = torch.cuda.is_available()
 FUSED = [
@@ -168,3 +175,79 @@ def test_no_double_backward_and_fallbacks(cpp_ext):
         triplane_sample(planes[:, :2], pts)
     with pytest.raises(ValueError, match="points"):
         triplane_sample(planes, pts[..., :2])
+
+
+def run_linear(planes, pts, weight, bias, aggregate, backend, want=(True, True, True, True)):
+    """Output and the gradients (planes, points, weight, bias) of a fixed random loss of the
+    first layer: fused (``cpp``) or grid_sample + F.linear (``reference``)."""
+    leaves = [t.detach().clone().requires_grad_(w)
+              for t, w in zip((planes, pts, weight, bias), want, strict=True)]
+    if backend == "reference":
+        out = F.linear(triplane_reference(*leaves[:2], aggregate), *leaves[2:])
+    else:
+        out = triplane_linear(*leaves[:3], leaves[3], None, aggregate, backend=backend)
+        assert type(out.grad_fn).__name__ == "_FusedTriplaneLinearBackward"
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(3),
+                      dtype=torch.float64).to(out)
+    (out * cot).sum().backward()
+    return (out.detach(), *(t.grad for t in leaves))
+
+
+def linear_layer(F_in, hidden=11, dtype=torch.float64, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(hidden, F_in, generator=g, dtype=torch.float64).to(dtype),
+            torch.randn(hidden, generator=g, dtype=torch.float64).to(dtype))
+
+
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_first_layer_matches_sampling_then_linear(cpp_ext, aggregate, dtype):
+    """The fused first layer against grid_sample + F.linear: values and all four gradients,
+    border and outside points included, chunks of points straddling batch elements."""
+    planes, pts = make_inputs(B=3, C=5, N=150, dtype=dtype)
+    weight, bias = linear_layer(15 if aggregate == "concat" else 5, dtype=dtype)
+    ref = run_linear(planes, pts, weight, bias, aggregate, "reference")
+    got = run_linear(planes, pts, weight, bias, aggregate, "cpp")
+    tol = dict(atol=1e-4, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-11, rtol=1e-11)
+    assert got[0].shape == (3, pts.shape[1], 11)
+    for a, b in zip(got, ref, strict=True):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+def test_fused_first_layer_gradcheck(cpp_ext, aggregate):
+    planes, pts = make_inputs(B=2, C=3, H=4, W=5, N=12, special=False)
+    pts[0, :3] = torch.tensor([[1.4, -0.1, 0.3], [-1.3, 1.2, -0.77], [0.2, 0.1, -2.0]])
+    weight, bias = linear_layer(9 if aggregate == "concat" else 3, hidden=4)
+    inputs = tuple(t.requires_grad_(True) for t in (planes, pts, weight, bias))
+    assert torch.autograd.gradcheck(
+        lambda p, x, w, b: triplane_linear(p, x, w, b, None, aggregate, backend="cpp"), inputs,
+        eps=1e-6, atol=1e-7)
+
+
+def test_fused_first_layer_partial_gradients_and_threads(cpp_ext):
+    """One gradient at a time, many points over several threads (per-thread weight gradients
+    summed), a channel count without specialised code; no bias; bad shapes name the layer."""
+    planes, pts = make_inputs(B=2, C=37, H=9, W=11, N=3000, special=False)
+    weight, bias = linear_layer(37, hidden=19)
+    ref = run_linear(planes, pts, weight, bias, "sum", "reference")
+    threads = torch.get_num_threads()
+    try:
+        for n, want in ((3, (True, False, False, False)), (1, (False, True, False, False)),
+                        (4, (False, False, True, False)), (2, (False, False, False, True))):
+            torch.set_num_threads(n)
+            got = run_linear(planes, pts, weight, bias, "sum", "cpp", want)
+            torch.testing.assert_close(got[0], ref[0], atol=1e-11, rtol=1e-11)
+            for k, w in enumerate(want, start=1):
+                assert (got[k] is not None) == w
+                if w:
+                    torch.testing.assert_close(got[k], ref[k], atol=1e-10, rtol=1e-11)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(triplane_linear(planes, pts, weight, None, backend="cpp"),
+                               F.linear(triplane_reference(planes, pts), weight))
+    with pytest.raises(ValueError, match=r"weight must be \[hidden, 37\]"):
+        triplane_linear(planes, pts, weight[:, :5], bias)
+    with pytest.raises(ValueError, match="bias"):
+        triplane_linear(planes, pts, weight, bias[:3])

@@ -42,7 +42,7 @@ from neural3d.fields.triplane import (
     TriplaneFieldConfig,
     sample_triplane,
 )
-from neural3d.fields.triplane_sample import triplane_reference, triplane_sample
+from neural3d.fields.triplane_sample import triplane_linear, triplane_reference, triplane_sample
 
 __all__ = [
     "FIELDS",
@@ -65,6 +65,7 @@ __all__ = [
     "normalize_aabb",
     "register_field",
     "sample_triplane",
+    "triplane_linear",
     "triplane_reference",
     "triplane_sample",
     "trunc_exp",

@@ -17,6 +17,11 @@ neural3d needs it (the GAN's R1 penalty differentiates the discriminator w.r.t. 
 Neither saves anything per sample for the backward. The CPU backward sums per-thread gradient
 tiles (no atomics; deterministic for a given thread count); the CUDA one uses atomic adds, so
 its plane gradient, like grid_sample's on CUDA, is not bit-reproducible run to run.
+
+``triplane_linear(planes, points, weight, bias, ...)`` is ``F.linear`` of the sampled features:
+a decoder's first layer fused behind the sampling (C++ only), so the ``[B, N, F]`` features are
+neither written nor saved for the backward (which recomputes them for the weight gradient).
+On CUDA, and where the sampling itself falls back, it is the sampling followed by ``F.linear``.
 """
 
 from __future__ import annotations
@@ -103,3 +108,56 @@ def triplane_sample(planes: torch.Tensor, points: torch.Tensor,
                                        FUSED_AGGREGATES[aggregate])
             return out.to(dtype)
     return triplane_reference(planes, xn, aggregate, mode)
+
+
+class _FusedTriplaneLinear(torch.autograd.Function):
+    """Sampling and a linear layer as one autograd node (C++); saves only its inputs."""
+
+    @staticmethod
+    def forward(ctx, ext, planes, points, weight, bias, agg):
+        ctx.ext, ctx.agg = ext, agg
+        ctx.save_for_backward(planes, points, weight, bias)
+        return ext.triplane_linear_forward(planes, points, agg, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_hidden):
+        planes, points, weight, bias = ctx.saved_tensors
+        wants = ctx.needs_input_grad[1:5]  # planes, points, weight, bias
+        if g_hidden is None or not any(wants):
+            return (None,) * 6
+        grads = ctx.ext.triplane_linear_backward(planes, points, ctx.agg, weight, bias,
+                                                 g_hidden.contiguous(), *wants)
+        return (None, *grads, None)
+
+
+def triplane_linear(planes: torch.Tensor, points: torch.Tensor, weight: torch.Tensor,
+                    bias: torch.Tensor | None = None, aabb: torch.Tensor | None = None,
+                    aggregate: str = "sum", *, backend: str | None = None) -> torch.Tensor:
+    """``F.linear(triplane_sample(planes, points, aabb, aggregate), weight, bias)``: planes
+    ``[B, 3, C, H, W]``, points ``[B, N, 3]``, ``weight [Hd, F]`` (``F = C``, or ``3C`` for
+    ``concat``), ``bias [Hd]`` or None -> ``[B, N, Hd]``.
+
+    With the C++ backend the layer is fused behind the sampling (module docstring); elsewhere,
+    and for what the kernels do not cover, it is the two ops one after the other.
+    """
+    _check(planes, points)
+    width = planes.shape[2] * (3 if aggregate == "concat" else 1)
+    if weight.dim() != 2 or weight.shape[1] != width or (
+            bias is not None and tuple(bias.shape) != (weight.shape[0],)):
+        raise ValueError(f"triplane_linear: weight must be [hidden, {width}] and bias [hidden] "
+                         f"for {aggregate} of {planes.shape[2]} channels, got "
+                         f"{tuple(weight.shape)} and "
+                         f"{None if bias is None else tuple(bias.shape)}")
+    xn = points if aabb is None else normalize_aabb(points, aabb)
+    if aggregate in FUSED_AGGREGATES and planes.device == xn.device == weight.device:
+        _, ext = _backend.select(planes.device, backend)
+        if ext is not None and hasattr(ext, "triplane_linear_forward"):
+            dtype = torch.promote_types(torch.promote_types(planes.dtype, xn.dtype), weight.dtype)
+            compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+            b = weight.new_zeros(weight.shape[0]) if bias is None else bias
+            out = _FusedTriplaneLinear.apply(ext, planes.to(compute), xn.to(compute).contiguous(),
+                                             weight.to(compute), b.to(compute),
+                                             FUSED_AGGREGATES[aggregate])
+            return out.to(dtype)
+    return F.linear(triplane_sample(planes, xn, None, aggregate, backend=backend), weight, bias)
