@@ -142,15 +142,16 @@ void run_linear_forward<float>(const TriArgs<float>& a, const LinArgs<float>& l,
 }
 template <typename T>
 static void run_linear_backward(const TriArgs<T>& a, const LinArgs<T>& l, const T* g_h,
-                                T* g_points, T* tile, int64_t b_lo, T* g_weight, T* g_bias,
+                                T* g_points, T* tile, int64_t b_lo, T* g_weight_t, T* g_bias,
                                 int64_t i0, int64_t i1) {
-  isa_base::linear_backward_range<T>(a, l, g_h, g_points, tile, b_lo, g_weight, g_bias, i0, i1);
+  isa_base::linear_backward_range<T>(a, l, g_h, g_points, tile, b_lo, g_weight_t, g_bias, i0,
+                                     i1);
 }
 template <>
 void run_linear_backward<float>(const TriArgs<float>& a, const LinArgs<float>& l,
                                 const float* g_h, float* g_points, float* tile, int64_t b_lo,
-                                float* g_weight, float* g_bias, int64_t i0, int64_t i1) {
-  isa().lin_bwd(a, l, g_h, g_points, tile, b_lo, g_weight, g_bias, i0, i1);
+                                float* g_weight_t, float* g_bias, int64_t i0, int64_t i1) {
+  isa().lin_bwd(a, l, g_h, g_points, tile, b_lo, g_weight_t, g_bias, i0, i1);
 }
 
 constexpr int64_t kTileBudget = int64_t(256) << 20;  // bytes of per-thread gradient tiles
