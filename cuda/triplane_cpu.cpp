@@ -358,8 +358,9 @@ std::vector<at::Tensor> triplane_linear_backward(const at::Tensor& planes,
   };
   if (s.B * s.N == 0 || !(want_planes || want_points || want_weight || want_bias))
     return result();
-  const at::Tensor pcl = channels_last(planes), wt = weight.t().contiguous(),
-                   b = bias.contiguous();
+  // the planes are read (channels-last) to recompute the features and for the point gradients
+  const at::Tensor pcl = want_weight || want_points ? channels_last(planes) : planes,
+                   wt = weight.t().contiguous(), b = bias.contiguous();
   AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "neural3d_triplane_linear_backward", [&] {
     TriArgs<scalar_t> a{pcl.data_ptr<scalar_t>(), points.data_ptr<scalar_t>(), s.B, s.N, s.C,
                         s.H, s.W, (int)agg};
