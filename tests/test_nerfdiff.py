@@ -184,6 +184,44 @@ def test_eval_nvs_and_reconstruct_cli(run, tmp_path, capsys):
         assert (out / name).is_file(), name
 
 
+def test_a_nerf_only_run_continues_into_the_cdm_phase(tmp_path):
+    """A NeRF trained alone (CDM phase out of reach, a time budget) resumes with the CDM phase
+    starting at the step it reached: the CDM trains, the frozen NeRF stays as it was; any other
+    change of the training config is still refused."""
+    from neural3d.config import ConfigError
+    from neural3d.methods.nerfdiff import NerfDiff
+    from neural3d.methods.training import train_method
+
+    def config(**kw):
+        cfg = tiny_config(tmp_path / "data", tmp_path / "run", **kw)
+        cfg.cdm.cached_pairs = 1
+        return cfg
+
+    first = config(steps=2, time_budget=600.0)
+    first.cdm.start_step = 1000
+    train_method(NerfDiff(first))
+    before = load(tmp_path / "run" / "checkpoints" / "last.pt").model
+    assert before.cfg.cdm.start_step == 1000
+
+    second = config(steps=4, resume="auto")
+    second.cdm.start_step = 2
+    train_method(NerfDiff(second))
+    after = load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert after.checkpoint_step == 4
+    for part in ("encoder", "field"):
+        for p, q in zip(getattr(before, part).parameters(),
+                        getattr(after.model, part).parameters(), strict=True):
+            assert torch.equal(p, q), part
+    assert any(not torch.equal(p, q) for p, q in zip(before.cdm.parameters(),
+                                                      after.model.cdm.parameters(), strict=True))
+
+    third = config(steps=6, resume="auto")
+    third.cdm.start_step = 2
+    third.optim.lr = 0.5
+    with pytest.raises(ConfigError, match="optim.lr"):
+        train_method(NerfDiff(third))
+
+
 def test_bad_config_values_are_errors(tmp_path):
     from neural3d.config import ConfigError, load_config
     from neural3d.methods.nerfdiff import NerfDiffConfig

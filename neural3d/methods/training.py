@@ -19,7 +19,8 @@ be rebuilt by :func:`neural3d.methods.load`), resumes and runs ``method.step`` u
 A resumed run must have the saved run's config: the checkpoint record's config is compared
 with the new one and any difference is refused, naming the keys, except the keys in
 :data:`RESUMABLE_KEYS` (run length, logging and output: any section's ``steps``,
-``log_every``, ``eval_every``, ``ckpt_every``, ``progress``, ``vis``, ``tensorboard``, ``resume``,
+``time_budget``, NerfDiff's ``cdm.start_step`` (when its CDM phase begins: a NeRF trained for a
+time budget continues into the CDM phase from the step it reached), ``log_every``, ``eval_every``, ``ckpt_every``, ``progress``, ``vis``, ``tensorboard``, ``resume``,
 ``overwrite``, ``out_dir``, fit's ``eval_views_max``, ``turntable_frames``, ``chunk``, and the
 inference-only sections SSDNeRF's ``recon`` and NerfDiff's ``ngd``).
 Temporary files of an interrupted checkpoint save (``.last.pt.*.tmp``) are removed at the start.
@@ -39,10 +40,10 @@ from torch import nn
 from neural3d.methods.registry import Method, use_ema
 
 #: config keys (by their last dotted component) that may differ between a run and its
-#: resumption: run length, logging, outputs and inference-only sections (training never reads
-#: them); every other difference is refused
+#: resumption: run length and phase boundaries, logging, outputs and inference-only sections
+#: (training never reads them); every other difference is refused
 RESUMABLE_KEYS = frozenset({
-    "steps", "log_every", "eval_every", "ckpt_every", "progress", "vis", "tensorboard", "resume",
+    "steps", "time_budget", "start_step", "log_every", "eval_every", "ckpt_every", "progress", "vis", "tensorboard", "resume",
     "overwrite", "out_dir", "eval_views_max", "turntable_frames", "chunk", "recon", "ngd"})
 
 
