@@ -1,13 +1,17 @@
 """NerfDiff benchmark on the toy cars (64 px): one single-view table for NerfDiff's modes, the
 pixelNeRF-lite baseline and SSDNeRF, on the same test objects and protocol.
 
-    # train (each pinned to one core; see the configs' comments for the cost):
-    neural3d train nerfdiff --config configs/nerfdiff_toycars.yaml --threads 1 train.steps=2500
-    cp outputs/runs/nerfdiff_toycars/checkpoints/last.pt outputs/runs/nerfdiff_nerf_only.pt
-    neural3d train nerfdiff --config configs/nerfdiff_toycars.yaml --threads 1   # + the CDM
-    # (the NeRF is frozen from cdm.start_step on: the copy's NeRF is the final one's)
+    # train (each pinned to one core; see the configs' comments for the cost): the NeRF and
+    # pixelNeRF-lite for the same seconds, side by side, then the CDM on the frozen NeRF
+    neural3d train nerfdiff --config configs/nerfdiff_toycars.yaml --threads 1 \\
+        train.time_budget=SECONDS cdm.start_step=100000 train.steps=100000
     neural3d train pixelnerf --config configs/pixelnerf_toycars.yaml --threads 1 \\
-        train.time_budget=SECONDS_OF_THE_NERF_PHASE
+        train.time_budget=SECONDS
+    cp outputs/runs/nerfdiff_toycars/checkpoints/last.pt outputs/runs/nerfdiff_nerf_only.pt
+    neural3d train nerfdiff --config configs/nerfdiff_toycars.yaml --threads 1 \\
+        train.time_budget=CDM_SECONDS cdm.start_step=STEP_REACHED train.steps=200000
+    # (resumes the run at the step the NeRF reached, run.json's "step"; the NeRF is frozen
+    # from cdm.start_step on, so the copy's NeRF is the final one's)
     neural3d train ssdnerf --config configs/ssdnerf_toycars.yaml --threads 1 \\
         data.root=outputs/data/toy_nerfdiff data.toy_res=64 data.toy_objects=64 \\
         train.out_dir=outputs/runs/nd_ssdnerf
