@@ -18,9 +18,10 @@ be rebuilt by :func:`neural3d.methods.load`), resumes and runs ``method.step`` u
 
 A resumed run must have the saved run's config: the checkpoint record's config is compared
 with the new one and any difference is refused, naming the keys, except the keys in
-:data:`RESUMABLE_KEYS` (run length, logging and output: any section's ``steps``,
-``time_budget``, NerfDiff's ``cdm.start_step`` (when its CDM phase begins: a NeRF trained for a
-time budget continues into the CDM phase from the step it reached), ``log_every``, ``eval_every``, ``ckpt_every``, ``progress``, ``vis``, ``tensorboard``, ``resume``,
+:data:`RESUMABLE_KEYS` (run length, phase boundaries, logging and output: any section's
+``steps``, ``time_budget``, NerfDiff's ``cdm.start_step`` (when its CDM phase begins: a NeRF
+trained for a time budget continues into the CDM phase from the step it reached),
+``log_every``, ``eval_every``, ``ckpt_every``, ``progress``, ``vis``, ``tensorboard``, ``resume``,
 ``overwrite``, ``out_dir``, fit's ``eval_views_max``, ``turntable_frames``, ``chunk``, and the
 inference-only sections SSDNeRF's ``recon`` and NerfDiff's ``ngd``).
 Temporary files of an interrupted checkpoint save (``.last.pt.*.tmp``) are removed at the start.
@@ -40,11 +41,12 @@ from torch import nn
 from neural3d.methods.registry import Method, use_ema
 
 #: config keys (by their last dotted component) that may differ between a run and its
-#: resumption: run length and phase boundaries, logging, outputs and inference-only sections
-#: (training never reads them); every other difference is refused
+#: resumption: run length and phase boundaries (a later phase may start at the step a run
+#: reached), logging, outputs and inference-only sections; every other difference is refused
 RESUMABLE_KEYS = frozenset({
-    "steps", "time_budget", "start_step", "log_every", "eval_every", "ckpt_every", "progress", "vis", "tensorboard", "resume",
-    "overwrite", "out_dir", "eval_views_max", "turntable_frames", "chunk", "recon", "ngd"})
+    "steps", "time_budget", "start_step", "log_every", "eval_every", "ckpt_every", "progress",
+    "vis", "tensorboard", "resume", "overwrite", "out_dir", "eval_views_max", "turntable_frames",
+    "chunk", "recon", "ngd"})
 
 
 def config_differences(saved: Any, new: Any, prefix: str = "") -> list[str]:
